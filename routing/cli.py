@@ -1,0 +1,124 @@
+"""The ``crisis-dispatch`` command line: a thin layer over the engine.
+
+Each area registers its subcommands from its own module (``cli_network``, ``cli_dispatch``, ...);
+this module owns the shared options, the output conventions and the error contract: a user error
+prints ``error: <one line>`` on stderr and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from routing.errors import CrisisDispatchError
+
+# Modules that contribute subcommands, each with ``register(subparsers, common)``.
+_COMMAND_MODULES = (
+    "routing.cli_network",
+    "routing.cli_dispatch",
+    "routing.cli_planning",
+    "routing.cli_maps",
+    "routing.cli_simulate",
+    "routing.cli_serve",
+)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+        self.exit(2, f"error: {message}\n")
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """Options every subcommand takes: ``--data``, ``--json``."""
+    parent = _ArgumentParser(add_help=False)
+    parent.add_argument("--data", metavar="DIR", help="real-data directory (default: $CRISIS_DISPATCH_DATA)")
+    parent.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    return parent
+
+
+def parse_latlon(text: str) -> tuple[float, float]:
+    """Parse ``"LAT,LON"`` into floats; raises ``argparse.ArgumentTypeError`` with a clear message."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected LAT,LON, got {text!r}")
+    try:
+        lat, lon = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LAT,LON numbers, got {text!r}") from None
+    if not (math.isfinite(lat) and math.isfinite(lon)):
+        raise argparse.ArgumentTypeError(f"coordinates must be finite numbers, got {text!r}")
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise argparse.ArgumentTypeError(f"coordinates out of range (lat -90..90, lon -180..180): {text!r}")
+    return lat, lon
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert dataclass results (with ``to_dict``), NumPy scalars and paths into JSON values."""
+    if hasattr(obj, "to_dict"):
+        return to_jsonable(obj.to_dict())
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # NumPy scalar
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    return obj
+
+
+def emit(args: argparse.Namespace, result: Any, text: Callable[[Any], str] | str | None = None) -> None:
+    """Print ``result`` as JSON with ``--json``, else as readable text."""
+    if getattr(args, "json", False) or text is None:
+        json.dump(to_jsonable(result), sys.stdout, indent=2, allow_nan=False)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write((text if isinstance(text, str) else text(result)).rstrip("\n") + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every available subcommand."""
+    parser = _ArgumentParser(
+        prog="crisis-dispatch",
+        description="Routing and placement engine for Boston's alternative 911 crisis response.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
+    subparsers.required = True
+    common = common_parser()
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue  # an area not built yet
+        module.register(subparsers, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``crisis-dispatch``; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except CrisisDispatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
