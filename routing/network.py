@@ -593,7 +593,17 @@ def read_boundary(data_dir: Path) -> shapely.Geometry | None:
     path = data_dir / "boston" / "City_of_Boston_Boundary.shp.gz"
     if not path.is_file():
         return None
-    return _read_bare_shapefile(path)
+    cached = cache_dir() / f"boundary-{_file_key(path)}.wkb"
+    if cached.is_file():
+        try:
+            return shapely.from_wkb(cached.read_bytes())
+        except shapely.errors.ShapelyError:
+            pass  # a damaged cache file: read the source again
+    boundary = _read_bare_shapefile(path)
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(shapely.to_wkb(boundary))
+    tmp.replace(cached)
+    return boundary
 
 
 def _read_bare_shapefile(path: Path) -> shapely.Geometry:
@@ -650,7 +660,7 @@ def _graph_from_file(path: Path) -> Any:
     if suffix.endswith(".graphml"):
         return ox.load_graphml(path)
     if suffix.endswith(".pbf"):
-        return ox.graph_from_xml(_pbf_to_xml(path), simplify=True, retain_all=True)
+        return _drive_only(ox.graph_from_xml(_pbf_to_xml(path), simplify=True, retain_all=True))
     if suffix.endswith((".osm", ".xml", ".osm.bz2", ".xml.bz2")):
         return _drive_only(ox.graph_from_xml(path, simplify=True, retain_all=True))
     raise InvalidInput(f"unknown network file type {path.name!r}: expected .graphml, .osm, .xml or .pbf")

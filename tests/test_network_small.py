@@ -226,3 +226,22 @@ def test_bad_speeds_file_is_rejected(tmp_path):
     path.write_text("not toml [")
     with pytest.raises(InvalidInput, match="TOML"):
         load_speeds(path)
+
+
+def test_osm_pbf_source(tmp_path):
+    import osmium
+
+    nodes = "\n".join(
+        f'  <node id="{IDS[n]}" lat="{_latlon(n)[0]:.7f}" lon="{_latlon(n)[1]:.7f}" version="1"/>' for n in POS
+    )
+    xml = tmp_path / "small.osm"
+    xml.write_text(_OSM_XML.format(nodes=nodes, **IDS))
+    pbf = tmp_path / "small.osm.pbf"
+    with osmium.SimpleWriter(str(pbf)) as writer:
+        for obj in osmium.FileProcessor(str(xml)):
+            writer.add(obj)
+    from_xml = load_network(source=xml, speeds=_model(), use_cache=False)
+    from_pbf = load_network(source=pbf, speeds=_model(), use_cache=False)
+    assert sorted(from_pbf.osm_ids.tolist()) == sorted(from_xml.osm_ids.tolist())
+    b, c = (int(np.flatnonzero(from_pbf.osm_ids == IDS[n])[0]) for n in "BC")
+    assert from_pbf.travel_times_from(c)[b] == pytest.approx(30, rel=0.02)
