@@ -1,0 +1,512 @@
+"""CLI: ``fleet list|position|status|history``, ``suggest``, ``assign`` and ``demo``.
+
+The fleet's live state lives in a SQLite database (``--db PATH``, default ``$CRISIS_DISPATCH_DB`` or
+``./crisis-dispatch.db``), created on first use from the fleet file (``--fleet``, default
+``data/fleet.toml``). ``suggest`` and ``assign`` read the teams from it and write every decision to
+its audit trail. ``demo`` needs no database: it puts the default fleet at its staging sites.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from routing.cli import emit, parse_latlon, to_jsonable
+from routing.cli_network import add_network_args, network_from_args
+from routing.dispatch import AssignmentResult, SuggestionResult, assign, decision_inputs, suggest, warm_up
+from routing.errors import InvalidInput
+from routing.fleet import DEFAULT_TIMEZONE, TeamState, TeamStatus, load_fleet, parse_time
+from routing.store import Store, default_db_path
+from routing.triage import FLAGS, Call, calls_from_records, load_rules
+
+#: Sample calls for ``demo`` (and tests): one or more of each class, in different neighbourhoods, at
+#: the coordinates of real public buildings taken from the shared data files (named in ``where``).
+SAMPLE_CALLS: list[dict[str, Any]] = [
+    {"call_id": "demo-1", "where": "Erich Lindemann Mental Health Center, 25 Staniford St (hospitals.geojson)",
+     "lat": 42.361914, "lon": -71.063491, "mental_health": True, "weapon": True, "priority": 1},
+    {"call_id": "demo-2", "where": "BCYF Vine Street, 339 Dudley St, Roxbury (bcyf_community_centers.geojson)",
+     "lat": 42.326782, "lon": -71.076715, "mental_health": True, "safety_risk": True, "priority": 1},
+    {"call_id": "demo-3", "where": "BCYF Perkins, 155 Talbot Ave, Dorchester (bcyf_community_centers.geojson)",
+     "lat": 42.292451, "lon": -71.080451, "mental_health": True, "priority": 2},
+    {"call_id": "demo-4", "where": "BMC East Newton Campus, 88 East Newton St, South End (hospitals.geojson)",
+     "lat": 42.337774, "lon": -71.070795, "mental_health": True, "priority": 2},
+    {"call_id": "demo-5", "where": "BCYF Charlestown, 255 Medford St (bcyf_community_centers.geojson)",
+     "lat": 42.380995, "lon": -71.060951, "mental_health": True, "priority": 3},
+    {"call_id": "demo-6", "where": "BCYF Paris Street, 112 Paris St, East Boston (bcyf_community_centers.geojson)",
+     "lat": 42.372882, "lon": -71.037522, "mental_health": True, "needs_transport": True, "priority": 2},
+    {"call_id": "demo-7", "where": "BCYF Nazzaro, 30 N. Bennet St, North End (bcyf_community_centers.geojson)",
+     "lat": 42.365300, "lon": -71.054497, "safety_risk": True, "priority": 2},
+    {"call_id": "demo-8", "where": "BCYF Hyde Park, 1179 River St (bcyf_community_centers.geojson)",
+     "lat": 42.256425, "lon": -71.120992, "weapon": True, "priority": 1},
+    {"call_id": "demo-9", "where": "BCYF Roche, 1716 Centre St, West Roxbury (bcyf_community_centers.geojson)",
+     "lat": 42.286936, "lon": -71.149306, "needs_transport": True, "priority": 2},
+]
+
+
+def sample_calls(received: datetime | None = None) -> list[Call]:
+    """The demo's sample calls as :class:`Call` objects."""
+    when = received or datetime.now(UTC)
+    return [Call.from_dict({k: v for k, v in d.items() if k != "where"}, default_received=when)
+            for d in SAMPLE_CALLS]
+
+
+# ---------------------------------------------------------------------------------------------- options
+
+def _time_arg(text: str) -> datetime:
+    try:
+        return parse_time(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number of seconds, got {text!r}")
+    return v
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="PATH", type=Path,
+                        help=f"fleet database (default: $CRISIS_DISPATCH_DB or ./{default_db_path().name}); "
+                             "created on first use from --fleet")
+    parser.add_argument("--fleet", metavar="TOML", help="fleet file used to create the database "
+                                                        "(default: data/fleet.toml)")
+
+
+def _add_rules(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rules", metavar="TOML", help="triage rules (default: data/rules.toml)")
+    parser.add_argument("--stale-after", type=_seconds, metavar="S",
+                        help="seconds after which a position report is stale (default: from the rules)")
+    parser.add_argument("--at", type=_time_arg, metavar="TIME",
+                        help="decision time, ISO 8601 with offset (default: now); shifts and staleness "
+                             "are judged at this time")
+
+
+def _store(args: argparse.Namespace, network: Any = None) -> Store:
+    return Store(args.db, fleet=args.fleet, network=network)
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add ``fleet``, ``suggest``, ``assign`` and ``demo``."""
+    fleet = subparsers.add_parser("fleet", help="teams, their positions and statuses")
+    fleet_sub = fleet.add_subparsers(dest="fleet_command", metavar="ACTION")
+    fleet_sub.required = True
+
+    p = fleet_sub.add_parser("list", parents=[common], help="every team with its status and position")
+    _add_db(p)
+    p.add_argument("--stale-after", type=_seconds, metavar="S", help="staleness limit (default: from rules)")
+    p.add_argument("--rules", metavar="TOML", help="rules file giving the default staleness limit")
+    p.set_defaults(func=_fleet_list)
+
+    p = fleet_sub.add_parser("position", parents=[common], help="record a team's position report")
+    p.add_argument("team", metavar="TEAM")
+    p.add_argument("latlon", metavar="LAT,LON", type=parse_latlon)
+    p.add_argument("--at", type=_time_arg, metavar="TIME", help="time of the report (default: now)")
+    _add_db(p)
+    add_network_args(p)
+    p.set_defaults(func=_fleet_position)
+
+    p = fleet_sub.add_parser("status", parents=[common], help="change a team's status")
+    p.add_argument("team", metavar="TEAM")
+    p.add_argument("status", metavar="STATUS", help=", ".join(s.value for s in TeamStatus))
+    p.add_argument("--at", type=_time_arg, metavar="TIME", help="time of the change (default: now)")
+    _add_db(p)
+    p.set_defaults(func=_fleet_status)
+
+    p = fleet_sub.add_parser("history", parents=[common], help="a team's position reports and status changes")
+    p.add_argument("team", metavar="TEAM")
+    p.add_argument("--limit", type=_positive_int, help="only the last N position reports")
+    _add_db(p)
+    p.set_defaults(func=_fleet_history)
+
+    p = subparsers.add_parser("suggest", parents=[common],
+                              help="rank the eligible teams for a call (or each call of a file)")
+    where = p.add_argument_group("single call")
+    where.add_argument("--lat", type=float)
+    where.add_argument("--lon", type=float)
+    for flag in FLAGS:
+        where.add_argument(f"--{flag.replace('_', '-')}", action="store_true", dest=flag)
+    where.add_argument("--priority", type=int, default=None, help="1 (highest) to 5; default 2")
+    where.add_argument("--call-id", help="identifier for the audit trail (default: generated)")
+    where.add_argument("--received", type=_time_arg, metavar="TIME", help="when the call came in (default: now)")
+    p.add_argument("--calls", metavar="FILE", help="batch: CSV or JSON lines with the same fields, one per call")
+    p.add_argument("--top", type=_positive_int, help="at most N suggestions per call")
+    _add_db(p)
+    _add_rules(p)
+    add_network_args(p)
+    p.set_defaults(func=_suggest)
+
+    p = subparsers.add_parser("assign", parents=[common],
+                              help="jointly assign waiting calls to teams (OR-Tools CP-SAT)")
+    p.add_argument("--calls", metavar="FILE", required=True, help="CSV or JSON lines, one call per row")
+    p.add_argument("--tier-penalty", type=_seconds, metavar="S", help="cost of one tier lower (seconds)")
+    p.add_argument("--unserved-penalty", type=_seconds, metavar="S", help="cost of an unserved call (seconds)")
+    p.add_argument("--time-limit", type=_seconds, default=10.0, metavar="S", help="solver time limit")
+    _add_db(p)
+    _add_rules(p)
+    add_network_args(p)
+    p.set_defaults(func=_assign)
+
+    p = subparsers.add_parser("demo", parents=[common],
+                              help="the main job: sample calls across Boston, ranked teams with ETAs")
+    p.add_argument("--top", type=_positive_int, default=3, help="teams shown per call (default 3)")
+    p.add_argument("--db", metavar="PATH", type=Path,
+                   help="use the live fleet of this database (default: the default fleet at its bases)")
+    p.add_argument("--fleet", metavar="TOML", help="fleet file (default: data/fleet.toml)")
+    p.add_argument("--map", metavar="HTML", help="also write the dispatch map here (when maps are available)")
+    p.add_argument("--independent", action="store_true",
+                   help="answer every call against the same fleet (default: the chosen team of each call "
+                        "is en route for the following calls)")
+    _add_rules(p)
+    add_network_args(p)
+    p.set_defaults(func=_demo)
+
+
+# ---------------------------------------------------------------------------------------------- fleet
+
+def _fleet_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    now = datetime.now(UTC)
+    stale_after = args.stale_after if args.stale_after is not None else load_rules(args.rules).stale_after_s
+    rows = []
+    for ts in store.teams():
+        d = ts.to_dict()
+        age = ts.position_age_s(now)
+        d.update(position_age_s=round(age, 1), stale=age > stale_after)
+        rows.append(d)
+    result = {"db": str(store.path), "stale_after_s": stale_after, "teams": rows}
+
+    def text(r: dict[str, Any]) -> str:
+        lines = [f"{'team':<9} {'type':<13} {'ded':<3} {'status':<14} {'lat':>9} {'lon':>10} "
+                 f"{'age':>7}  base"]
+        for t in r["teams"]:
+            age = _fmt_age(t["position_age_s"]) + ("!" if t["stale"] else " ")
+            lines.append(f"{t['team_id']:<9} {t['team_type']:<13} {'yes' if t['dedicated'] else '':<3} "
+                         f"{t['status']:<14} {t['lat']:>9.5f} {t['lon']:>10.5f} {age:>7}  {t['base_name']}")
+        lines.append(f"{len(r['teams'])} teams in {r['db']} ('!' = position older than "
+                     f"{_fmt_age(r['stale_after_s'])})")
+        return "\n".join(lines)
+
+    emit(args, result, text)
+    return 0
+
+
+def _fleet_position(args: argparse.Namespace) -> int:
+    network = network_from_args(args)
+    store = _store(args, network)
+    state = store.report_position(args.team, *args.latlon, at=args.at)
+    emit(args, state, lambda s: f"{s.team_id}: position {s.lat:.6f}, {s.lon:.6f} at "
+                                f"{s.position_time.isoformat()}")
+    return 0
+
+
+def _fleet_status(args: argparse.Namespace) -> int:
+    store = _store(args)
+    before = store.team(args.team).status
+    state = store.set_status(args.team, args.status, at=args.at)
+    emit(args, state, lambda s: f"{s.team_id}: {before.value} -> {s.status.value}")
+    return 0
+
+
+def _fleet_history(args: argparse.Namespace) -> int:
+    store = _store(args)
+    result = {"team_id": args.team, "positions": store.position_history(args.team, limit=args.limit),
+              "statuses": store.status_history(args.team)}
+
+    def text(r: dict[str, Any]) -> str:
+        lines = [f"{r['team_id']}: {len(r['positions'])} position reports, {len(r['statuses'])} status changes"]
+        lines += [f"  position {p['at']}  {p['lat']:.6f}, {p['lon']:.6f}" for p in r["positions"]]
+        lines += [f"  status   {s['at']}  {s['old_status'] or '-'} -> {s['new_status']}" for s in r["statuses"]]
+        return "\n".join(lines)
+
+    emit(args, result, text)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- calls
+
+def read_calls(path: str | Path, *, default_received: datetime | None = None) -> list[Call]:
+    """Read calls from CSV (header row) or JSON lines (one object per line; a JSON array also works).
+
+    Raises
+    ------
+    InvalidInput
+        Naming the file and line of the first bad record.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InvalidInput(f"calls file not found: {p}", field="calls") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read calls file {p}: {exc}", field="calls") from None
+    stripped = text.lstrip()
+    if not stripped:
+        raise InvalidInput(f"{p}: no calls", field="calls")
+    try:
+        if p.suffix.lower() == ".csv" or not stripped.startswith(("{", "[")):
+            reader = csv.DictReader(io.StringIO(text))
+            records, lines = [], []
+            for row in reader:
+                if None in row:
+                    raise InvalidInput(f"line {reader.line_num}: more values than header columns", field="calls")
+                records.append({k.strip(): v for k, v in row.items() if k is not None})
+                lines.append(reader.line_num)
+            return _calls(records, lines, default_received)
+        if stripped.startswith("["):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"line {exc.lineno}: invalid JSON: {exc.msg}", field="calls") from None
+            return _calls(data, list(range(1, len(data) + 1)), default_received, what="record")
+        records, lines = [], []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"line {n}: invalid JSON: {exc.msg}", field="calls") from None
+            lines.append(n)
+        return _calls(records, lines, default_received)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{p}: {exc.message}", field=exc.field) from None
+
+
+def _calls(records: list[Any], lines: list[int], default_received: datetime | None, what: str = "line"
+           ) -> list[Call]:
+    out: list[Call] = []
+    for rec, line in zip(records, lines, strict=True):
+        try:
+            call = calls_from_records([rec], first_line=line, default_received=default_received)[0]
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message.replace("line ", f"{what} ", 1), field=exc.field) from None
+        out.append(call)
+    ids = [c.call_id for c in out]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise InvalidInput(f"duplicate call_id {dup!r}", field="call_id")
+    if not out:
+        raise InvalidInput("no calls", field="calls")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- suggest
+
+def _single_call(args: argparse.Namespace) -> Call:
+    if args.lat is None or args.lon is None:
+        raise InvalidInput("give --lat and --lon for one call, or --calls FILE for a batch", field="location")
+    record: dict[str, Any] = {"lat": args.lat, "lon": args.lon, "priority": args.priority,
+                              "call_id": args.call_id,
+                              "received": args.received.isoformat() if args.received else None}
+    record.update({f: getattr(args, f) for f in FLAGS})
+    return Call.from_dict(record, default_id=f"cli-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}")
+
+
+def _suggest(args: argparse.Namespace) -> int:
+    if args.calls and (args.lat is not None or args.lon is not None):
+        raise InvalidInput("give either --calls FILE or --lat/--lon, not both", field="calls")
+    now = args.at or datetime.now(UTC)
+    calls = read_calls(args.calls, default_received=now) if args.calls else [_single_call(args)]
+    from routing.places import load_places
+
+    network = network_from_args(args)
+    places = load_places(args.data)
+    rules = load_rules(args.rules)
+    store = _store(args, network)
+    teams = store.teams()
+    started = time.perf_counter()
+    if len(calls) > len(teams):  # more calls than team positions: make every call a lookup
+        warm_up(teams, network=network)
+    results = [suggest(c, teams, network=network, rules=rules, places=places, now=now, top=args.top,
+                       stale_after_s=args.stale_after) for c in calls]
+    elapsed = time.perf_counter() - started
+    store.record_suggestions(results, decision_inputs(teams, network=network, rules=rules, now=now,
+                                                      top=args.top, stale_after_s=args.stale_after))
+    if not args.calls:
+        emit(args, results[0], lambda r: _suggestion_text(r, args.top))
+        return 0
+    batch = {"count": len(results), "elapsed_s": round(elapsed, 4),
+             "calls_per_s": round(len(results) / elapsed, 1) if elapsed > 0 else None,
+             "results": [r.to_dict() for r in results]}
+    if args.json:
+        _emit_compact(batch)
+        return 0
+    emit(args, batch, lambda _: "\n\n".join(_suggestion_text(r, args.top) for r in results)
+         + f"\n\n{len(results)} calls in {elapsed:.3f} s ({len(results) / max(elapsed, 1e-9):.0f} calls/s)")
+    return 0
+
+
+def _emit_compact(obj: dict[str, Any]) -> None:
+    """One compact JSON document in one write: a batch answer can be megabytes, and the indented,
+    chunked output of ``emit`` would take longer than computing it."""
+    try:
+        text = json.dumps(obj, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError):  # something not plain JSON: take the general converter
+        text = json.dumps(to_jsonable(obj), allow_nan=False, separators=(",", ":"))
+    sys.stdout.write(text + "\n")
+
+
+def _fmt_age(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _suggestion_text(r: SuggestionResult, top: int | None = None, where: str | None = None) -> str:
+    c = r.call
+    place = ", ".join(x for x in (c.neighborhood, c.district) if x) or "unknown area"
+    head = f"{c.call_id}  {c.klass}  P{c.priority}  {place}  ({c.lat:.5f}, {c.lon:.5f})"
+    lines = [head]
+    if where:
+        lines.append(f"  at {where}")
+    lines.append(f"  rule {r.rule}: " + " → ".join(t.name for t in r.tiers))
+    lines.append("  " + r.message)
+    if r.suggestions:
+        lines.append(f"  {'#':>2}  {'team':<9} {'type':<13} {'ETA':>7} {'km':>6}  note")
+        for s in r.suggestions:
+            notes = []
+            if s.stale:
+                notes.append(f"position {_fmt_age(s.position_age_s)} old (stale)")
+            if s.status != TeamStatus.available:
+                notes.append(s.status.value)
+            if s.dedicated:
+                notes.append("dedicated")
+            lines.append(f"  {s.rank:>2}  {s.team_id:<9} {s.team_type.value:<13} {s.eta_s / 60:>5.1f} m "
+                         f"{s.distance_m / 1000:>6.2f}  {', '.join(notes)}".rstrip())
+        if r.omitted:
+            lines.append(f"      ... {r.omitted} more eligible")
+    counts: dict[str, int] = {}
+    for i in r.ineligible:
+        counts[i.code] = counts.get(i.code, 0) + 1
+    if counts:
+        lines.append("  not suggested: " + ", ".join(f"{n} {code.replace('_', ' ')}"
+                                                     for code, n in sorted(counts.items())))
+    notable = [i for i in r.ineligible if i.code in ("dedicated_mh_only", "outside_area", "outside_hours")
+               and i.team_id]
+    for i in notable[:4]:
+        lines.append(f"    {i.team_id}: {i.reason}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- assign
+
+def _assign(args: argparse.Namespace) -> int:
+    now = args.at or datetime.now(UTC)
+    calls = read_calls(args.calls, default_received=now)
+    from routing.places import load_places
+
+    network = network_from_args(args)
+    places = load_places(args.data)
+    rules = load_rules(args.rules)
+    store = _store(args, network)
+    teams = store.teams()
+    result = assign(calls, teams, network=network, rules=rules, places=places, now=now,
+                    tier_penalty_s=args.tier_penalty, unserved_penalty_s=args.unserved_penalty,
+                    stale_after_s=args.stale_after, time_limit_s=args.time_limit)
+    store.record_assignment(result, result.calls,
+                            decision_inputs(teams, network=network, rules=rules, now=now,
+                                            tier_penalty_s=result.tier_penalty_s,
+                                            unserved_penalty_s=result.unserved_penalty_s,
+                                            time_limit_s=args.time_limit))
+    emit(args, result, _assignment_text)
+    return 0
+
+
+def _assignment_text(r: AssignmentResult) -> str:
+    lines = [f"{'call':<12} {'team':<9} {'type':<13} {'tier':<22} {'ETA':>7}"]
+    for a in r.assignments:
+        lines.append(f"{a.call_id:<12} {a.team_id:<9} {a.team_type.value:<13} {a.tier:<22} {a.eta_s / 60:>5.1f} m"
+                     + ("  (stale position)" if a.stale else ""))
+    for u in r.unserved:
+        lines.append(f"{u.call_id:<12} {'-':<9} unserved: {u.reason}")
+    proof = "proven optimal" if r.optimal else f"not proven optimal ({r.status})"
+    lines.append(f"objective {r.objective:.1f} weighted s, {proof}, solved in {r.solve_time_s * 1000:.0f} ms")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+def _demo(args: argparse.Namespace) -> int:
+    from routing.places import load_places
+
+    now = args.at or datetime.now(UTC)
+    network = network_from_args(args)
+    places = load_places(args.data)
+    rules = load_rules(args.rules)
+    store = None
+    if args.db is not None:
+        store = Store(args.db, fleet=args.fleet, network=network)
+        teams = store.teams()
+        source = f"live fleet in {args.db}"
+    else:
+        teams = [TeamState.at_base(t, now) for t in load_fleet(args.fleet, places=places)]
+        source = "default fleet at its staging sites" if args.fleet is None else f"{args.fleet} at its bases"
+    calls = sample_calls(now)
+    results = []
+    for c in calls:
+        r = suggest(c, teams, network=network, rules=rules, places=places, now=now, top=args.top)
+        results.append(r)
+        if r.best is not None and not args.independent:  # the chosen team is busy for the next calls
+            teams = [replace(ts, status=TeamStatus.en_route) if ts.team_id == r.best.team_id else ts
+                     for ts in teams]
+    if store is not None:
+        store.record_suggestions(results, decision_inputs(teams, network=network, rules=rules, now=now,
+                                                          top=args.top, demo=True))
+    map_note = _write_map(args.map, results, teams, places, network, now) if args.map else None
+    local = now.astimezone(ZoneInfo(DEFAULT_TIMEZONE))
+    payload = {"now": now.isoformat(), "fleet": source, "sequential": not args.independent, "teams": len(teams),
+               "network": network.info(), "map": map_note, "results": [r.to_dict() for r in results]}
+
+    def text(_: Any) -> str:
+        mode = ("each call against the same fleet" if args.independent
+                else "in turn: each call's first-ranked team is then en route")
+        head = [f"crisis-dispatch demo: {len(calls)} sample calls, {len(teams)} teams ({source})",
+                f"calls dispatched {mode}",
+                f"time: {local.strftime('%a %Y-%m-%d %H:%M')} Boston ({now.isoformat(timespec='seconds')}); "
+                f"road network {network.n_nodes:,} nodes, {network.profile.get('mode')} speeds",
+                f"rules: {rules.source}", "", ""]
+        where = {d["call_id"]: d["where"] for d in SAMPLE_CALLS}
+        body = "\n\n".join(_suggestion_text(r, args.top, where.get(r.call.call_id)) for r in results)
+        tail = f"\n\nmap: {map_note}" if map_note else ""
+        return "\n".join(head) + body + tail
+
+    emit(args, payload, text)
+    return 0
+
+
+def _write_map(path: str, results: list[SuggestionResult], teams: list[TeamState], places: Any, network: Any,
+               now: datetime) -> str:
+    """Hook for the dispatch map: uses ``maps.dispatch.dispatch_map`` once the maps package has it."""
+    try:
+        from maps.dispatch import dispatch_map  # type: ignore[import-not-found]
+    except ImportError:
+        return f"not written: the dispatch map is not available yet (maps.dispatch); wanted {path}"
+    m = dispatch_map(results, teams=teams, places=places, network=network, now=now)
+    m.save(path)
+    return str(Path(path).resolve())

@@ -1,0 +1,942 @@
+"""Nearest-eligible-team suggestions and joint assignment of waiting calls.
+
+Both entry points are pure functions of in-memory state (a call or calls, a list of
+:class:`~routing.fleet.TeamState`, a road network, triage rules, a time), so the CLI, the HTTP service
+and the simulation run exactly the same code; persistence is the caller's business
+(:mod:`routing.store`).
+
+Eligibility of a team for a call, in the order the reasons are reported:
+
+1. its type appears in one of the call's tiers (``wrong_type``);
+2. it is ``available`` or ``returning`` (``busy``, ``out_of_service``, ``off_shift``);
+3. it is within its service hours (``outside_hours``);
+4. a ``dedicated`` team takes mental-health calls only (``dedicated_mh_only``);
+5. the call lies in its service area (``outside_area``; unknown call location counts as outside);
+6. its position can be placed on the road network (``unreachable``).
+
+The tier used is the first one with an eligible team; eligible teams of lower tiers are reported as
+``lower_tier``. Suggestions are ranked by ETA (rounded to the millisecond), ties by ``team_id``.
+
+ETA = team's off-network leg + network travel time + call's off-network leg. Travel times come from
+per-node search rows kept in a small LRU cache per network: while teams stay where they are, a
+suggestion is a table lookup; otherwise one reverse Dijkstra from the call's node serves every team.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from scipy.sparse.csgraph import dijkstra
+
+from routing.errors import InvalidInput
+from routing.fleet import DISPATCHABLE, TeamState, TeamStatus, TeamType
+from routing.triage import Call, Rules, Tier
+
+# ------------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class Suggestion:
+    """One ranked team for a call."""
+
+    rank: int
+    team_id: str
+    team_type: TeamType
+    name: str
+    status: TeamStatus
+    eta_s: float
+    distance_m: float
+    stale: bool
+    position_age_s: float
+    lat: float
+    lon: float
+    dedicated: bool
+    tier: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank, "team_id": self.team_id, "team_type": self.team_type.value, "name": self.name,
+            "status": self.status.value, "eta_s": round(self.eta_s, 1), "distance_m": round(self.distance_m, 1),
+            "stale": self.stale, "position_age_s": round(self.position_age_s, 1), "lat": self.lat,
+            "lon": self.lon, "dedicated": self.dedicated, "tier": self.tier,
+        }
+
+
+@dataclass
+class Ineligible:
+    """A team that is not suggested, and why (``code`` is machine-readable, ``reason`` is for people)."""
+
+    team_id: str
+    team_type: TeamType
+    code: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"team_id": self.team_id, "team_type": self.team_type.value, "code": self.code,
+                "reason": self.reason}
+
+
+@dataclass
+class SuggestionResult:
+    """Answer to one call: the tier used, ranked teams, and why the others are not suggested."""
+
+    call: Call
+    rule: str
+    tiers: list[Tier]
+    tier: Tier | None
+    tier_index: int | None
+    fell_back: bool
+    suggestions: list[Suggestion]
+    ineligible: list[Ineligible]
+    message: str
+    now: datetime
+    stale_after_s: float
+    omitted: int = 0
+    _teams: dict[str, TeamState] = field(default_factory=dict, repr=False)
+
+    @property
+    def best(self) -> Suggestion | None:
+        """The first-ranked suggestion, if any."""
+        return self.suggestions[0] if self.suggestions else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form. ``tier_index`` counts from 0 (the first tier)."""
+        return {
+            "call": self.call.to_dict(),
+            "rule": self.rule,
+            "tiers": [t.to_dict() for t in self.tiers],
+            "tier": self.tier.to_dict() if self.tier else None,
+            "tier_index": self.tier_index,
+            "fell_back": self.fell_back,
+            "suggestions": [s.to_dict() for s in self.suggestions],
+            "omitted": self.omitted,
+            "ineligible": [i.to_dict() for i in self.ineligible],
+            "message": self.message,
+            "now": self.now.isoformat(),
+            "stale_after_s": self.stale_after_s,
+        }
+
+    def to_geojson(self) -> dict[str, Any]:
+        """FeatureCollection: the call, the suggested teams (with rank and ETA) and the others."""
+        feats = [_point(self.call.lon, self.call.lat, "call", self.call.to_dict())]
+        for s in self.suggestions:
+            feats.append(_point(s.lon, s.lat, "suggested", s.to_dict()))
+        for i in self.ineligible:
+            ts = self._teams.get(i.team_id)
+            if ts is not None:
+                feats.append(_point(ts.lon, ts.lat, "ineligible", i.to_dict()))
+        return {"type": "FeatureCollection", "features": feats}
+
+
+@dataclass
+class Assignment:
+    """One call given to one team."""
+
+    call_id: str
+    team_id: str
+    team_type: TeamType
+    eta_s: float
+    distance_m: float
+    tier: str
+    tier_index: int
+    stale: bool
+    lat: float
+    lon: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "team_id": self.team_id, "team_type": self.team_type.value,
+                "eta_s": round(self.eta_s, 1), "distance_m": round(self.distance_m, 1), "tier": self.tier,
+                "tier_index": self.tier_index, "stale": self.stale, "team_lat": self.lat, "team_lon": self.lon}
+
+
+@dataclass
+class Unserved:
+    """A call left without a team, and why."""
+
+    call_id: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "reason": self.reason}
+
+
+@dataclass
+class AssignmentResult:
+    """Joint assignment of waiting calls to teams."""
+
+    calls: list[Call]
+    assignments: list[Assignment]
+    unserved: list[Unserved]
+    objective: float
+    optimal: bool
+    status: str
+    solve_time_s: float
+    tier_penalty_s: float
+    unserved_penalty_s: float
+    now: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; ``objective`` is in weighted seconds (see :func:`assign`)."""
+        return {
+            "assignments": [a.to_dict() for a in self.assignments],
+            "unserved": [u.to_dict() for u in self.unserved],
+            "objective": round(self.objective, 3),
+            "optimal": self.optimal,
+            "status": self.status,
+            "solve_time_s": round(self.solve_time_s, 4),
+            "tier_penalty_s": self.tier_penalty_s,
+            "unserved_penalty_s": self.unserved_penalty_s,
+            "now": self.now.isoformat(),
+            "calls": [c.to_dict() for c in self.calls],
+        }
+
+    def to_geojson(self) -> dict[str, Any]:
+        """FeatureCollection: calls, assigned teams, and a straight line from each team to its call."""
+        by_id = {c.call_id: c for c in self.calls}
+        served = {a.call_id for a in self.assignments}
+        feats = [_point(c.lon, c.lat, "call", {**c.to_dict(), "served": c.call_id in served}) for c in self.calls]
+        for a in self.assignments:
+            c = by_id[a.call_id]
+            feats.append(_point(a.lon, a.lat, "team", a.to_dict()))
+            feats.append({"type": "Feature", "properties": {"role": "assignment", **a.to_dict()},
+                          "geometry": {"type": "LineString", "coordinates": [[a.lon, a.lat], [c.lon, c.lat]]}})
+        return {"type": "FeatureCollection", "features": feats}
+
+
+def _point(lon: float, lat: float, role: str, props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
+            "properties": {"role": role, **props}}
+
+
+# ------------------------------------------------------------------------------------ ETA engine
+
+_ROW_CACHE = 256  # forward rows kept per network (each ~135 kB on Boston)
+_REVERSE_CACHE = 128  # reverse rows (per call node) kept per network
+_SNAP_CACHE = 8192
+_FILL_PER_CALL = 4  # fill up to this many rows when that avoids the reverse search
+_WARM_PER_CALL = 2  # ...else at most this many per call, to warm the cache without stalling a call
+_STABLE_AFTER = 1  # a team found at the same node this many times in a row has "not moved"
+
+
+class _EtaEngine:
+    """Travel times and road distances between team positions and call locations, with caches."""
+
+    def __init__(self, network: Any) -> None:
+        # No reference to the network itself: the registry entry must not keep it alive.
+        n = network.n_nodes
+        self.n = n
+        self.reverse = network.csr.T.tocsr()
+        src, dst = network.edges
+        length = np.asarray(network.edge_length_m, dtype=float)
+        # Padded neighbour tables (max degree is small on a road network) give the length of a tree
+        # edge with one vectorised comparison instead of a search: out_* for edge v -> w, in_* for u -> v.
+        self.out_nbr, self.out_len = _padded(src, dst, length, n)
+        self.in_nbr, self.in_len = _padded(dst, src, length, n)
+        self.lock = threading.Lock()
+        self.rows: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.reverse_rows: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.snaps: OrderedDict[tuple[float, float], Any] = OrderedDict()
+        self.seen: dict[Any, tuple[int, int]] = {}  # team key -> (node at last query, unchanged streak)
+        self.stats = {"lookups": 0, "forward_fills": 0, "reverse_searches": 0}
+
+    # --- snapping
+    def snap_teams(self, network: Any, points: Sequence[tuple[float, float]]) -> list[Any]:
+        """Snap team positions (cached; the misses in one vectorised query).
+
+        Returns, per point, a :class:`routing.network.Snap` or the ``InvalidInput`` snapping raised.
+        """
+        out: list[Any] = [None] * len(points)
+        misses: list[int] = []
+        with self.lock:
+            for k, key in enumerate(points):
+                hit = self.snaps.get(key)
+                if hit is None:
+                    misses.append(k)
+                else:
+                    self.snaps.move_to_end(key)
+                    out[k] = hit
+        if misses:
+            from routing.network import Snap
+
+            lats = np.array([points[k][0] for k in misses], dtype=float)
+            lons = np.array([points[k][1] for k in misses], dtype=float)
+            snapped = network.snap_many(lats, lons, strict=False)
+            for m, k in enumerate(misses):
+                node = int(snapped.nodes[m])
+                if node >= 0:
+                    out[k] = Snap(node, float(snapped.distance_m[m]), float(snapped.time_s[m]))
+                else:
+                    try:  # rejected: get the precise message
+                        out[k] = network.snap(*points[k], field="team position")
+                    except InvalidInput as exc:
+                        out[k] = exc
+            with self.lock:
+                for k in misses:
+                    self.snaps[points[k]] = out[k]
+                while len(self.snaps) > _SNAP_CACHE:
+                    self.snaps.popitem(last=False)
+        return out
+
+    # --- search rows
+    def _tree_distance(self, pred: np.ndarray, *, toward_root_is_forward: bool) -> np.ndarray:
+        """Road length from every node to the root of a shortest-path tree, by pointer jumping.
+
+        ``pred[v]`` is v's parent (-9999 at the root). For a forward search from s the tree edge is
+        ``pred[v] -> v``; for a reverse search toward t it is ``v -> pred[v]``.
+        """
+        n = self.n
+        nodes = np.arange(n)
+        has = pred >= 0
+        p = np.where(has, pred, nodes).astype(np.int64)
+        nbr, lens = (self.out_nbr, self.out_len) if toward_root_is_forward else (self.in_nbr, self.in_len)
+        d = np.where(nbr == p[:, None], lens, 0.0).sum(axis=1)
+        d[~has] = 0.0
+        for _ in range(64):  # depth halves each round: 64 rounds cover any tree
+            pp = p[p]
+            if np.array_equal(pp, p):
+                break
+            d = d + d[p]
+            p = pp
+        return d
+
+    def _fill(self, network: Any, nodes: list[int]) -> None:
+        times, pred = dijkstra(network.csr, directed=True, indices=nodes, return_predecessors=True)
+        rows = {}
+        for k, u in enumerate(nodes):
+            rows[u] = (times[k], self._tree_distance(pred[k], toward_root_is_forward=False))
+        with self.lock:
+            self.stats["forward_fills"] += len(nodes)
+            for u, row in rows.items():
+                self.rows[u] = row
+            while len(self.rows) > _ROW_CACHE:
+                self.rows.popitem(last=False)
+
+    def _reverse(self, target: int) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            hit = self.reverse_rows.get(target)
+            if hit is not None:
+                self.reverse_rows.move_to_end(target)
+                return hit
+        times, pred = dijkstra(self.reverse, directed=True, indices=target, return_predecessors=True)
+        row = (times, self._tree_distance(pred, toward_root_is_forward=True))
+        with self.lock:
+            self.stats["reverse_searches"] += 1
+            self.reverse_rows[target] = row
+            while len(self.reverse_rows) > _REVERSE_CACHE:
+                self.reverse_rows.popitem(last=False)
+        return row
+
+    def prime(self, network: Any, sources: Sequence[int], targets: Sequence[int]) -> None:
+        """Prepare for many queries (sources x targets) with the fewest searches: either a forward row
+        per uncached source or a reverse row per uncached target, whichever is fewer."""
+        with self.lock:
+            missing_s = sorted({int(u) for u in sources} - set(self.rows))
+            missing_t = sorted({int(t) for t in targets} - set(self.reverse_rows))
+        if not missing_s or not missing_t:
+            return
+        if len(missing_s) <= len(missing_t) and len(missing_s) + len(self.rows) <= _ROW_CACHE:
+            self._fill(network, missing_s)
+        elif len(missing_t) <= _REVERSE_CACHE:
+            times, pred = dijkstra(self.reverse, directed=True, indices=missing_t, return_predecessors=True)
+            rows = {t: (times[k], self._tree_distance(pred[k], toward_root_is_forward=True))
+                    for k, t in enumerate(missing_t)}
+            with self.lock:
+                self.stats["reverse_searches"] += len(rows)
+                self.reverse_rows.update(rows)
+                while len(self.reverse_rows) > _REVERSE_CACHE:
+                    self.reverse_rows.popitem(last=False)
+
+    def legs(self, network: Any, sources: Sequence[int], target: int,
+             keys: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Network travel time (s) and road distance (m) from each source node to ``target``.
+
+        ``keys`` (team ids, parallel to ``sources``) let the engine notice teams that have not moved
+        since their last query: only their nodes are worth a cached forward row. A team that moves on
+        every call would only waste the search.
+        """
+        if not len(sources):
+            return np.zeros(0), np.zeros(0)
+        unique = sorted(set(int(u) for u in sources))
+        with self.lock:
+            self.stats["lookups"] += 1
+            missing = [u for u in unique if u not in self.rows]
+            for u in unique:
+                if u in self.rows:
+                    self.rows.move_to_end(u)
+            stable: set[int] = set()
+            for key, u in zip(keys if keys is not None else sources, sources, strict=True):
+                u = int(u)
+                last, streak = self.seen.get(key, (-1, 0))
+                streak = streak + 1 if last == u else 0
+                self.seen[key] = (u, streak)
+                if streak >= _STABLE_AFTER:
+                    stable.add(u)
+            if len(self.seen) > 8 * _SNAP_CACHE:  # keys of teams long gone
+                self.seen.clear()
+            rev_hit = self.reverse_rows.get(target)
+        if missing and rev_hit is None:
+            to_fill = [u for u in missing if u in stable]
+            if len(to_fill) < len(missing) or len(to_fill) > _FILL_PER_CALL:
+                # A reverse search is needed anyway: warm up gradually rather than all at once.
+                to_fill = to_fill[:_WARM_PER_CALL]
+            if to_fill:
+                self._fill(network, to_fill)
+        with self.lock:
+            cached = {u: self.rows.get(u) for u in unique}
+        need_reverse = any(v is None for v in cached.values())
+        rev = self._reverse(target) if need_reverse else None
+        times = np.empty(len(sources))
+        dists = np.empty(len(sources))
+        for k, u in enumerate(sources):
+            row = cached[int(u)]
+            if row is not None:
+                times[k], dists[k] = row[0][target], row[1][target]
+            else:
+                times[k], dists[k] = rev[0][u], rev[1][u]  # type: ignore[index]
+        return times, dists
+
+
+def _padded(a: np.ndarray, b: np.ndarray, length: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, max_degree) tables: for each node u, its neighbours b over edges (u, b) and their lengths;
+    padding is -1 (never equal to a node index)."""
+    order = np.argsort(a, kind="stable")
+    a, b, length = a[order], b[order], length[order]
+    deg = np.bincount(a, minlength=n)
+    width = max(int(deg.max()), 1)
+    slot = np.arange(len(a)) - np.repeat(np.cumsum(deg) - deg, deg)
+    nbr = np.full((n, width), -1, dtype=np.int64)
+    lens = np.zeros((n, width))
+    nbr[a, slot] = b
+    lens[a, slot] = length
+    return nbr, lens
+
+
+_ENGINES: dict[int, _EtaEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def _forget(key: int) -> None:
+    with _ENGINES_LOCK:
+        _ENGINES.pop(key, None)
+
+
+def eta_engine(network: Any) -> _EtaEngine:
+    """The cached ETA engine of a network.
+
+    Keyed by the travel-time matrix, so the profile twins of ``with_profile`` that share travel times
+    share the cache; the entry goes when the matrix is garbage-collected.
+    """
+    csr = network.csr
+    key = id(csr)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = _EtaEngine(network)
+            _ENGINES[key] = engine
+            weakref.finalize(csr, _forget, key)
+    return engine
+
+
+def warm_up(teams: Sequence[TeamState], *, network: Any) -> int:
+    """Cache a forward search row for every distinct position of the dispatchable teams.
+
+    Worth it before a batch with more calls than distinct team positions: every following
+    :func:`suggest` is then a table lookup. Returns the number of new rows.
+    """
+    engine = eta_engine(network)
+    ready = [(ts.lat, ts.lon) for ts in teams if ts.status in DISPATCHABLE]
+    nodes = sorted({snap.node for snap in engine.snap_teams(network, ready) if not isinstance(snap, InvalidInput)})
+    with engine.lock:
+        missing = [u for u in nodes if u not in engine.rows][:_ROW_CACHE]
+    if missing:
+        engine._fill(network, missing)
+    return len(missing)
+
+
+def clear_caches() -> None:
+    """Drop every cached search row and snap (for benchmarks that measure a cold start)."""
+    with _ENGINES_LOCK:
+        _ENGINES.clear()
+
+
+# ------------------------------------------------------------------------------------ eligibility
+
+
+def _as_now(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise InvalidInput(f"now={now.isoformat()} has no UTC offset", field="now")
+    return now.astimezone(UTC)
+
+
+def locate_call(call: Call, places: Any) -> Call:
+    """The call with ``neighborhood`` and ``district`` filled from ``places`` where missing."""
+    if places is None or (call.neighborhood is not None and call.district is not None):
+        return call
+    neighborhood, district = places.locate(call.lat, call.lon)
+    return replace(call, neighborhood=call.neighborhood or neighborhood, district=call.district or district)
+
+
+def _blocked(call: Call, ts: TeamState, type_tier: dict[TeamType, int], tiers: list[Tier], now: datetime,
+             rules: Rules) -> tuple[str, str] | None:
+    """(code, reason) when ``ts`` cannot serve ``call`` whatever the tier; None when it can."""
+    team = ts.team
+    if team.team_type not in type_tier:
+        names = " → ".join(t.name for t in tiers)
+        return "wrong_type", f"{team.team_type.value} is not in this call's tiers ({names})"
+    if ts.status not in DISPATCHABLE:
+        code = ts.status.value if ts.status in (TeamStatus.out_of_service, TeamStatus.off_shift) else "busy"
+        return code, f"status {ts.status.value}"
+    if not team.on_shift(now):
+        return "outside_hours", f"outside service hours ({team.shift.label() if team.shift else ''})"
+    if team.dedicated and rules.dedicated_mental_health_only and not call.mental_health:
+        return "dedicated_mh_only", "dedicated car: takes mental-health calls only"
+    if team.service_area and not team.serves(call.neighborhood, call.district):
+        where = ", ".join(x for x in (call.neighborhood, call.district) if x) or "unknown location"
+        return "outside_area", f"call ({where}) is outside its service area ({', '.join(team.service_area)})"
+    return None
+
+
+@dataclass
+class _Candidates:
+    """Per-call eligibility and ETAs, shared by suggest and assign."""
+
+    call: Call
+    rule: str
+    tiers: list[Tier]
+    eligible: list[tuple[TeamState, int, float, float, float]]  # (state, tier index, eta, dist, age)
+    ineligible: list[Ineligible]
+
+
+def _candidates(call: Call, teams: Sequence[TeamState], *, network: Any, rules: Rules, now: datetime) -> _Candidates:
+    rule = rules.match(call)
+    tiers = rules.chain(rule.tier)
+    type_tier: dict[TeamType, int] = {}
+    for i, tier in enumerate(tiers):
+        for t in tier.team_types:
+            type_tier.setdefault(t, i)
+    engine = eta_engine(network)
+    call_snap = network.snap(call.lat, call.lon, field="location")
+    ineligible: list[Ineligible] = []
+    passing: list[TeamState] = []
+    for ts in teams:
+        blocked = _blocked(call, ts, type_tier, tiers, now, rules)
+        if blocked is None:
+            passing.append(ts)
+        else:
+            ineligible.append(Ineligible(ts.team_id, ts.team.team_type, *blocked))
+    ok: list[tuple[TeamState, Any]] = []
+    for ts, snap in zip(passing, engine.snap_teams(network, [(ts.lat, ts.lon) for ts in passing]), strict=True):
+        if isinstance(snap, InvalidInput):
+            ineligible.append(Ineligible(ts.team_id, ts.team.team_type, "unreachable",
+                                         f"position ({ts.lat:.5f}, {ts.lon:.5f}) is off the road network: "
+                                         f"{snap.message}"))
+        else:
+            ok.append((ts, snap))
+    times, dists = engine.legs(network, [s.node for _, s in ok], call_snap.node, [ts.team_id for ts, _ in ok])
+    eligible = []
+    for (ts, snap), t, d in zip(ok, times, dists, strict=True):
+        eta = snap.time_s + float(t) + call_snap.time_s
+        if not math.isfinite(eta):
+            ineligible.append(Ineligible(ts.team_id, ts.team.team_type, "unreachable", "no road path to the call"))
+            continue
+        dist = snap.distance_m + float(d) + call_snap.distance_m
+        eligible.append((ts, type_tier[ts.team.team_type], eta, dist, ts.position_age_s(now)))
+    return _Candidates(call, rule.name, tiers, eligible, ineligible)
+
+
+def _rank_key(eta_s: float, team_id: str) -> tuple[int, str]:
+    # Millisecond resolution: the same key orders suggest and breaks ties in assign.
+    return (int(round(eta_s * 1000)), team_id)
+
+
+def _tier_label(tiers: list[Tier], i: int) -> str:
+    return f"tier {i + 1} ({tiers[i].name}: {', '.join(t.value for t in tiers[i].team_types)})"
+
+
+# ------------------------------------------------------------------------------------ suggest
+
+
+def suggest(call: Call, teams: Sequence[TeamState], *, network: Any, rules: Rules, places: Any = None,
+            now: datetime | None = None, top: int | None = None, stale_after_s: float | None = None
+            ) -> SuggestionResult:
+    """Rank the eligible teams for one call by ETA.
+
+    Parameters
+    ----------
+    call
+        The call; ``neighborhood``/``district`` are filled from ``places`` when missing.
+    teams
+        Live team states (from the store or the simulation).
+    network
+        :class:`routing.network.RoadNetwork` in the wanted speed profile.
+    rules
+        Triage rules (:func:`routing.triage.load_rules`).
+    places
+        :class:`routing.places.Places`, to locate the call for service areas.
+    now
+        Decision time (tz-aware); default the wall clock. Shifts and staleness are judged at ``now``.
+    top
+        Return at most this many suggestions (the count left out is in ``omitted``).
+    stale_after_s
+        A position older than this is flagged ``stale`` (default ``rules.stale_after_s``).
+
+    Returns
+    -------
+    SuggestionResult
+
+    Raises
+    ------
+    InvalidInput, OutsideServiceArea
+        A call location that is invalid or off the network; ``top`` < 1.
+    """
+    now = _as_now(now)
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+        raise InvalidInput(f"top must be a positive integer, got {top!r}", field="top")
+    stale_after = rules.stale_after_s if stale_after_s is None else float(stale_after_s)
+    if not math.isfinite(stale_after) or stale_after < 0:
+        raise InvalidInput(f"stale_after_s must be a non-negative number, got {stale_after_s!r}",
+                           field="stale_after_s")
+    call = locate_call(call, places)
+    cand = _candidates(call, teams, network=network, rules=rules, now=now)
+    tiers = cand.tiers
+    ineligible = list(cand.ineligible)
+    chosen = min((k for _, k, *_ in cand.eligible), default=None)
+    ranked = []
+    for ts, k, eta, dist, age in cand.eligible:
+        if k != chosen:
+            ineligible.append(Ineligible(ts.team_id, ts.team.team_type, "lower_tier",
+                                         f"{ts.team.team_type.value} serves in {_tier_label(tiers, k)}; "
+                                         f"{_tier_label(tiers, chosen)} has an eligible team"))  # type: ignore[arg-type]
+            continue
+        ranked.append((_rank_key(eta, ts.team_id), ts, eta, dist, age))
+    ranked.sort(key=lambda r: r[0])
+    omitted = 0
+    if top is not None and len(ranked) > top:
+        omitted = len(ranked) - top
+        ranked = ranked[:top]
+    suggestions = [
+        Suggestion(rank=i + 1, team_id=ts.team_id, team_type=ts.team.team_type, name=ts.team.name,
+                   status=ts.status, eta_s=eta, distance_m=dist, stale=age > stale_after, position_age_s=age,
+                   lat=ts.lat, lon=ts.lon, dedicated=ts.team.dedicated, tier=tiers[chosen].name)
+        for i, (_, ts, eta, dist, age) in enumerate(ranked)
+    ]
+    order = {ts.team_id: i for i, ts in enumerate(teams)}
+    ineligible.sort(key=lambda x: order.get(x.team_id, 0))
+    if chosen is None:
+        message = ("no eligible team in any tier (" + " → ".join(t.name for t in tiers)
+                   + "); see 'ineligible' for the reasons")
+        tier = None
+    else:
+        tier = tiers[chosen]
+        best = suggestions[0]
+        stale_note = " (position stale)" if best.stale else ""
+        n_ok = len(suggestions) + omitted
+        message = (f"{_tier_label(tiers, chosen)}: {n_ok} eligible team{'s' if n_ok != 1 else ''}; nearest "
+                   f"{best.team_id}, ETA {best.eta_s / 60:.1f} min{stale_note}")
+        if chosen > 0:
+            skipped = ", ".join(_tier_label(tiers, i) for i in range(chosen))
+            message = f"fell back: no team of {skipped} can come; " + message
+    return SuggestionResult(call=call, rule=cand.rule, tiers=tiers, tier=tier, tier_index=chosen,
+                            fell_back=bool(chosen), suggestions=suggestions, ineligible=ineligible,
+                            message=message, now=now, stale_after_s=stale_after, omitted=omitted,
+                            _teams={ts.team_id: ts for ts in teams})
+
+
+def decision_inputs(teams: Sequence[TeamState], *, network: Any, rules: Rules, now: datetime | None,
+                    **extra: Any) -> dict[str, Any]:
+    """The inputs of a decision, for the audit trail: fleet snapshot, rules, network profile, time."""
+    return {
+        "now": _as_now(now).isoformat(),
+        "teams": [ts.to_dict() for ts in teams],
+        "rules": rules.to_dict(),
+        "network": {"source": getattr(network, "source", None), "profile": getattr(network, "profile", None)},
+        **extra,
+    }
+
+
+# ------------------------------------------------------------------------------------ assignment
+
+
+@dataclass
+class MatrixAssignment:
+    """Solution of :func:`solve_assignment`: ``team_of_call[i]`` is a column index or None."""
+
+    team_of_call: list[int | None]
+    objective: float
+    optimal: bool
+    status: str
+    solve_time_s: float
+    rounds: int = 0
+
+
+def solve_assignment(eta_s: np.ndarray, tier: np.ndarray, weights: Sequence[int], *,
+                     tier_penalty_s: float, unserved_penalty_s: float,
+                     tiebreak: Sequence[int] | None = None, time_limit_s: float = 10.0,
+                     num_workers: int = 1, random_seed: int = 0) -> MatrixAssignment:
+    """Assign calls (rows) to teams (columns) at minimum priority-weighted cost, with CP-SAT.
+
+    Cost of giving call ``i`` to team ``j``: ``w_i * (eta_ij + tier_penalty_s * tier_ij)``; leaving call
+    ``i`` unserved costs ``w_i * unserved_penalty_s``. Each team takes at most one call, each call at
+    most one team, and **a call may be served from tier t (or left unserved) only if every team eligible
+    for it in a better tier is busy with another call**. That rule makes a single call get exactly the
+    team :func:`suggest` ranks first, and never leaves a preferred team idle while a call falls back.
+
+    Why CP-SAT and not ``linear_sum_assignment`` or ``min_cost_flow`` (``ortools.graph.python``): the
+    fallback rule couples the choice for one call to the use of teams by other calls, which is not a
+    network-flow constraint; CP-SAT takes it as clauses over 0/1 variables and proves optimality. The rule
+    is added lazily: solve the plain assignment, and only for calls whose answer breaks the rule add
+    their clauses and solve again (an optimum of the relaxation that obeys the rule is optimal for the
+    full problem); with ``linearization_level = 2`` this proves 20 calls x 60 teams optimal in about
+    0.1 s, several times faster than posting every clause up front. Costs are integers at millisecond
+    resolution, multiplied by ``K = n_calls * n_teams + 1``; a ``tiebreak`` rank per team (smaller first)
+    is added so ties resolve like :func:`suggest` (by ``team_id``) without changing the optimal primary
+    cost. ``num_workers`` and ``random_seed`` are fixed for reproducible answers. If the time limit
+    ends the search, the answer is the best one that obeys the rule (at worst the greedy one:
+    heaviest calls first, best free team each) with ``optimal=False``.
+
+    Parameters
+    ----------
+    eta_s
+        (n_calls, n_teams) seconds; ``nan``/``inf`` where the pair is ineligible.
+    tier
+        (n_calls, n_teams) int tier index of the team for the call, ``-1`` where ineligible.
+    weights
+        Positive integer weight per call.
+    tier_penalty_s, unserved_penalty_s
+        Penalties in seconds (before weighting).
+    tiebreak
+        Integer rank per team (default: column order).
+    time_limit_s, num_workers, random_seed
+        CP-SAT parameters.
+
+    Returns
+    -------
+    MatrixAssignment
+        ``objective`` in weighted seconds (millisecond-rounded ETAs); ``optimal`` when proven.
+    """
+    from ortools.sat.python import cp_model
+
+    eta = np.asarray(eta_s, dtype=float)
+    tiers = np.asarray(tier, dtype=int)
+    n_calls, n_teams = eta.shape if eta.ndim == 2 else (0, 0)
+    if tiers.shape != eta.shape or len(weights) != n_calls:
+        raise InvalidInput("eta, tier and weights must agree in shape")
+    if any(int(w) != w or w < 1 for w in weights):
+        raise InvalidInput("weights must be positive integers", field="weights")
+    rank = list(range(n_teams)) if tiebreak is None else [int(r) for r in tiebreak]
+    ok = (tiers >= 0) & np.isfinite(eta)
+    pen_ms = int(round(tier_penalty_s * 1000))
+    uns_ms = int(round(unserved_penalty_s * 1000))
+    eta_ms = np.where(ok, np.round(np.where(ok, eta, 0) * 1000), 0).astype(np.int64)
+    big_k = n_calls * max(n_teams, 1) + 1
+
+    def primary(i: int, j: int | None) -> int:
+        if j is None:
+            return int(weights[i]) * uns_ms
+        return int(weights[i]) * (int(eta_ms[i, j]) + pen_ms * int(tiers[i, j]))
+
+    started = time.perf_counter()
+    pairs = [(i, j) for i in range(n_calls) for j in range(n_teams) if ok[i, j]]
+    if not pairs:
+        total = sum(primary(i, None) for i in range(n_calls))
+        return MatrixAssignment([None] * n_calls, total / 1000, True, "OPTIMAL", time.perf_counter() - started, 0)
+
+    model = cp_model.CpModel()
+    x = {(i, j): model.NewBoolVar(f"x_{i}_{j}") for i, j in pairs}
+    by_call: dict[int, list[int]] = {i: [] for i in range(n_calls)}
+    by_team: dict[int, list[int]] = {j: [] for j in range(n_teams)}
+    for i, j in pairs:
+        by_call[i].append(j)
+        by_team[j].append(i)
+    for i, js in by_call.items():
+        if len(js) > 1:
+            model.AddAtMostOne(x[i, j] for j in js)
+    for j, is_ in by_team.items():
+        if len(is_) > 1:
+            model.AddAtMostOne(x[i, j] for i in is_)
+    objective = []
+    constant = 0
+    for i in range(n_calls):
+        constant += primary(i, None) * big_k
+        for j in by_call[i]:
+            objective.append((primary(i, j) - primary(i, None)) * big_k + rank[j])
+    model.Minimize(sum(c * x[p] for c, p in zip(objective, [(i, j) for i in range(n_calls) for j in by_call[i]],
+                                                strict=True)) + constant)
+
+    def violations(chosen: list[int | None]) -> list[int]:
+        """Calls served from a worse tier (or not at all) while a better-tier team of theirs is idle."""
+        used = {j for j in chosen if j is not None}
+        bad = []
+        for i, j in enumerate(chosen):
+            level = math.inf if j is None else tiers[i, j]
+            if any(tiers[i, jp] < level and jp not in used for jp in by_call[i]):
+                bad.append(i)
+        return bad
+
+    greedy: list[int | None] = [None] * n_calls
+    for i, j in _greedy(eta_ms, tiers, ok, weights, rank):
+        greedy[i] = j
+    hint = greedy
+    constrained: set[int] = set()
+    deadline = started + float(time_limit_s)
+    chosen, optimal, name, rounds = greedy, False, "FEASIBLE (greedy)", 0
+    while True:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            name = "TIME_LIMIT (greedy)"
+            break
+        model.ClearHints()
+        for i, j in enumerate(hint):
+            if j is not None:
+                model.AddHint(x[i, j], 1)
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = remaining
+        solver.parameters.num_workers = int(num_workers)
+        solver.parameters.random_seed = int(random_seed)
+        solver.parameters.linearization_level = 2  # the fallback rows tighten the LP bound a lot
+        status = solver.Solve(model)
+        rounds += 1
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            name = f"{solver.StatusName(status)} (greedy)"
+            break
+        found: list[int | None] = [None] * n_calls
+        for (i, j), var in x.items():
+            if solver.Value(var):
+                found[i] = j
+        bad = violations(found)
+        if not bad:
+            chosen, optimal, name = found, status == cp_model.OPTIMAL, solver.StatusName(status)
+            break
+        if status != cp_model.OPTIMAL:  # out of time on a relaxation: its answer breaks the rule
+            name = "TIME_LIMIT (greedy)"
+            break
+        # Lazy constraints: add the fallback rule for every call that broke it, then solve again.
+        for i in bad:
+            if i in constrained:
+                continue
+            constrained.add(i)
+            for jp in by_call[i]:
+                t = tiers[i, jp]
+                model.AddBoolOr([x[i, j] for j in by_call[i] if tiers[i, j] <= t]
+                                + [x[k, jp] for k in by_team[jp] if k != i])
+        hint = found
+    total = sum(primary(i, j) for i, j in enumerate(chosen))
+    return MatrixAssignment(chosen, total / 1000, optimal, name, time.perf_counter() - started, rounds)
+
+
+def _greedy(eta_ms: np.ndarray, tiers: np.ndarray, ok: np.ndarray, weights: Sequence[int],
+            rank: Sequence[int]) -> list[tuple[int, int]]:
+    """Heaviest calls first, each takes its best free team by (tier, ETA, rank): always feasible."""
+    taken: set[int] = set()
+    out = []
+    for i in sorted(range(len(weights)), key=lambda i: (-weights[i], i)):
+        options = [(int(tiers[i, j]), int(eta_ms[i, j]), rank[j], j) for j in np.flatnonzero(ok[i])
+                   if j not in taken]
+        if options:
+            j = min(options)[3]
+            taken.add(j)
+            out.append((i, j))
+    return out
+
+
+def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: Any, rules: Rules,
+           places: Any = None, now: datetime | None = None, tier_penalty_s: float | None = None,
+           unserved_penalty_s: float | None = None, stale_after_s: float | None = None,
+           time_limit_s: float = 10.0, num_workers: int = 1, random_seed: int = 0) -> AssignmentResult:
+    """Jointly assign waiting calls to teams (OR-Tools CP-SAT; see :func:`solve_assignment`).
+
+    Minimises ``sum w_i * (eta_i + tier_penalty_s * tier_index_i)`` over served calls plus
+    ``w_i * unserved_penalty_s`` per unserved call, where ``w_i = rules.weight(priority_i)``, subject to
+    the eligibility of :func:`suggest` and the fallback rule. A single call gets the same team as
+    :func:`suggest`.
+
+    Parameters
+    ----------
+    calls
+        Waiting calls (distinct ``call_id``).
+    teams
+        Live team states.
+    network, rules, places, now, stale_after_s
+        As for :func:`suggest`.
+    tier_penalty_s, unserved_penalty_s
+        Default from ``rules`` (``[settings]``).
+    time_limit_s, num_workers, random_seed
+        Solver limits; with the defaults the answer is reproducible.
+
+    Returns
+    -------
+    AssignmentResult
+
+    Raises
+    ------
+    InvalidInput
+        Duplicate call ids, bad penalties, a call off the network.
+    """
+    now = _as_now(now)
+    ids = [c.call_id for c in calls]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise InvalidInput(f"duplicate call_id {dup!r}", field="call_id")
+    pen = rules.tier_penalty_s if tier_penalty_s is None else tier_penalty_s
+    uns = rules.unserved_penalty_s if unserved_penalty_s is None else unserved_penalty_s
+    for name, v in (("tier_penalty_s", pen), ("unserved_penalty_s", uns), ("time_limit_s", time_limit_s)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise InvalidInput(f"{name} must be a non-negative number, got {v!r}", field=name)
+    stale_after = rules.stale_after_s if stale_after_s is None else float(stale_after_s)
+    located = [locate_call(c, places) for c in calls]
+    engine = eta_engine(network)
+    ready = [(ts.lat, ts.lon) for ts in teams if ts.status in DISPATCHABLE]
+    team_nodes = [snap.node for snap in engine.snap_teams(network, ready) if not isinstance(snap, InvalidInput)]
+    call_nodes = [network.snap(c.lat, c.lon, field=f"location of {c.call_id}").node for c in located]
+    engine.prime(network, team_nodes, call_nodes)
+    team_index = {ts.team_id: j for j, ts in enumerate(teams)}
+    n, m = len(located), len(teams)
+    eta = np.full((n, m), np.inf)
+    dist = np.full((n, m), np.inf)
+    tier = np.full((n, m), -1, dtype=int)
+    age = np.zeros(m)
+    cands = []
+    for i, call in enumerate(located):
+        cand = _candidates(call, teams, network=network, rules=rules, now=now)
+        cands.append(cand)
+        for ts, k, e, d, a in cand.eligible:
+            j = team_index[ts.team_id]
+            eta[i, j], dist[i, j], tier[i, j], age[j] = e, d, k, a
+    order = sorted(range(m), key=lambda j: teams[j].team_id)
+    rank = [0] * m
+    for r, j in enumerate(order):
+        rank[j] = r
+    weights = [rules.weight(c.priority) for c in located]
+    sol = solve_assignment(eta, tier, weights, tier_penalty_s=pen, unserved_penalty_s=uns, tiebreak=rank,
+                           time_limit_s=time_limit_s, num_workers=num_workers, random_seed=random_seed)
+    assignments, unserved = [], []
+    taken = {j for j in sol.team_of_call if j is not None}
+    for i, (call, j) in enumerate(zip(located, sol.team_of_call, strict=True)):
+        if j is None:
+            eligible = [team_index[ts.team_id] for ts, *_ in cands[i].eligible]
+            if not eligible:
+                reason = ("no eligible team in any tier (" + " → ".join(t.name for t in cands[i].tiers) + ")")
+            else:
+                busy = sum(1 for jj in eligible if jj in taken)
+                reason = f"all {busy} eligible team{'s' if busy != 1 else ''} are assigned to other calls"
+            unserved.append(Unserved(call.call_id, reason))
+            continue
+        ts = teams[j]
+        k = int(tier[i, j])
+        assignments.append(Assignment(call.call_id, ts.team_id, ts.team.team_type, float(eta[i, j]),
+                                      float(dist[i, j]), cands[i].tiers[k].name, k, bool(age[j] > stale_after),
+                                      ts.lat, ts.lon))
+    return AssignmentResult(located, assignments, unserved, sol.objective, sol.optimal, sol.status,
+                            sol.solve_time_s, float(pen), float(uns), now)
+

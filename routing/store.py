@@ -1,0 +1,526 @@
+"""Persistence of the fleet's live state and of every dispatch decision, in SQLite.
+
+One database file holds the teams (created on first use from the fleet file), every position report
+and status change (history, not only the latest), the calls, and an audit trail of every suggestion and
+assignment with the inputs it was computed from.
+
+Durability and concurrency:
+
+- WAL journal with ``synchronous=FULL``: a write is on disk when the method returns, so an acknowledged
+  position report survives ``kill -9`` or a power cut; readers never wait for writers (WAL), and writers
+  queue on ``BEGIN IMMEDIATE`` with a busy timeout rather than failing.
+- Every write method runs in one transaction that first re-reads the row it checks (status, last report
+  time), so two concurrent requests cannot both pass a check against the same old state; a rejected
+  write changes nothing.
+- One connection per thread (``threading.local``), so a :class:`Store` can be shared by the threads of
+  a web server; :meth:`Store.close` closes them all.
+
+The default database path is ``$CRISIS_DISPATCH_DB``, else ``./crisis-dispatch.db``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from routing.errors import Conflict, InvalidInput, NotFound
+from routing.fleet import (
+    Team,
+    TeamState,
+    TeamStatus,
+    check_transition,
+    load_fleet,
+    parse_status,
+    parse_time,
+    team_from_dict,
+)
+from routing.triage import Call
+
+DB_ENV = "CRISIS_DISPATCH_DB"
+DEFAULT_DB_NAME = "crisis-dispatch.db"
+SCHEMA_VERSION = 1
+#: A report time further in the future than this is rejected (clock skew allowance, seconds).
+MAX_FUTURE_S = 300.0
+_SNAPSHOT_MIN_BYTES = 512
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS teams (
+    team_id TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_time TEXT NOT NULL,
+    lat REAL NOT NULL,
+    lon REAL NOT NULL,
+    position_time TEXT NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS positions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    team_id TEXT NOT NULL REFERENCES teams(team_id),
+    lat REAL NOT NULL,
+    lon REAL NOT NULL,
+    at TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS positions_by_team ON positions(team_id, at);
+CREATE TABLE IF NOT EXISTS status_changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    team_id TEXT NOT NULL REFERENCES teams(team_id),
+    old_status TEXT,
+    new_status TEXT NOT NULL,
+    at TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS status_by_team ON status_changes(team_id, at);
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY,
+    received TEXT NOT NULL,
+    data TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (digest TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    call_ids TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    result TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS assignments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    decision_id INTEGER NOT NULL REFERENCES decisions(id),
+    call_id TEXT NOT NULL,
+    team_id TEXT NOT NULL,
+    team_type TEXT NOT NULL,
+    eta_s REAL,
+    tier TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS assignments_by_call ON assignments(call_id);
+"""
+
+
+_INSERT_POSITION = "INSERT INTO positions (team_id, lat, lon, at, recorded_at) VALUES (?, ?, ?, ?, ?)"
+_INSERT_STATUS = ("INSERT INTO status_changes (team_id, old_status, new_status, at, recorded_at) "
+                  "VALUES (?, ?, ?, ?, ?)")
+
+
+def default_db_path() -> Path:
+    """``$CRISIS_DISPATCH_DB`` or ``./crisis-dispatch.db``."""
+    return Path(os.environ.get(DB_ENV) or DEFAULT_DB_NAME)
+
+
+def _ts(dt: datetime) -> str:
+    # Fixed-width UTC ISO strings sort lexicographically in time order.
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    """The fleet state and audit trail in one SQLite file.
+
+    Parameters
+    ----------
+    path
+        Database file (created if missing). ``None``: :func:`default_db_path`.
+    fleet
+        Fleet file, or a list of :class:`Team`, used only when the database has no teams yet
+        (default ``data/fleet.toml``).
+    network
+        Optional :class:`routing.network.RoadNetwork`; position reports outside its service area are
+        rejected (``OutsideServiceArea``).
+    now
+        Time stamped on the teams' initial positions (default: now).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *,
+                 fleet: str | os.PathLike[str] | Sequence[Team] | None = None,
+                 network: Any = None, now: datetime | None = None) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+        self.network = network
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._conn_lock = threading.Lock()
+        self._spec_cache: dict[str, Team] = {}
+        if self.path.parent and not self.path.parent.exists():
+            raise InvalidInput(f"database directory does not exist: {self.path.parent}", field="db")
+        self._init(fleet, now)
+
+    # ----------------------------------------------------------------- connections
+    def _con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            try:
+                con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+                con.row_factory = sqlite3.Row
+                con.execute("PRAGMA busy_timeout = 30000")
+                con.execute("PRAGMA synchronous = FULL")
+                con.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.Error as exc:
+                raise InvalidInput(f"cannot open database {self.path}: {exc}", field="db") from None
+            self._local.con = con
+            with self._conn_lock:
+                self._connections.append(con)
+        return con
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        con = self._con()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        # A deferred transaction gives a consistent snapshot across several SELECTs (WAL: no blocking).
+        con = self._con()
+        if con.in_transaction:  # already inside a caller's transaction (e.g. a grouped commit)
+            yield con
+            return
+        con.execute("BEGIN")
+        try:
+            yield con
+        finally:
+            con.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection this store opened (in any thread)."""
+        with self._conn_lock:
+            for con in self._connections:
+                with suppress(sqlite3.Error):
+                    con.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _init(self, fleet: Any, now: datetime | None) -> None:
+        con = self._con()
+        try:
+            mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            con.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise InvalidInput(f"{self.path} is not a crisis-dispatch database: {exc}", field="db") from None
+        if str(mode).lower() != "wal":
+            raise InvalidInput(f"{self.path}: cannot switch to WAL journal mode (got {mode})", field="db")
+        with self._write() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None:
+                if int(row[0]) != SCHEMA_VERSION:
+                    raise InvalidInput(f"{self.path}: schema version {row[0]}, expected {SCHEMA_VERSION}",
+                                       field="db")
+                return
+            if isinstance(fleet, (list, tuple)):
+                teams, source = list(fleet), "<in memory>"
+            else:
+                teams = load_fleet(fleet)
+                source = str(fleet) if fleet is not None else "data/fleet.toml"
+            when = _ts(parse_time(now) if now is not None else _now())
+            recorded = _ts(_now())
+            for seq, team in enumerate(teams):
+                con.execute("INSERT INTO teams VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (team.team_id, json.dumps(team.to_dict(), sort_keys=True),
+                             TeamStatus.available.value, when, team.base_lat, team.base_lon, when, seq))
+                con.execute(_INSERT_POSITION, (team.team_id, team.base_lat, team.base_lon, when, recorded))
+                con.execute(_INSERT_STATUS, (team.team_id, None, TeamStatus.available.value, when, recorded))
+            con.executemany("INSERT INTO meta VALUES (?, ?)",
+                            [("schema_version", str(SCHEMA_VERSION)), ("fleet_source", source),
+                             ("created_at", recorded)])
+
+    # ----------------------------------------------------------------- teams
+    def _state(self, row: sqlite3.Row) -> TeamState:
+        spec = row["spec"]
+        team = self._spec_cache.get(spec)
+        if team is None:
+            team = team_from_dict(json.loads(spec))
+            self._spec_cache[spec] = team
+        return TeamState(team, TeamStatus(row["status"]), float(row["lat"]), float(row["lon"]),
+                         _dt(row["position_time"]), _dt(row["status_time"]))
+
+    def teams(self) -> list[TeamState]:
+        """Live state of every team, in fleet-file order."""
+        rows = self._con().execute("SELECT * FROM teams ORDER BY seq").fetchall()
+        return [self._state(r) for r in rows]
+
+    def team(self, team_id: str) -> TeamState:
+        """Live state of one team; raises ``NotFound``."""
+        row = self._con().execute("SELECT * FROM teams WHERE team_id = ?", (team_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"unknown team {team_id!r}", field="team_id")
+        return self._state(row)
+
+    def meta(self) -> dict[str, str]:
+        """Database metadata (schema version, fleet source, creation time)."""
+        return {r[0]: r[1] for r in self._con().execute("SELECT key, value FROM meta")}
+
+    def report_position(self, team_id: str, lat: float, lon: float, at: datetime | str | None = None, *,
+                        network: Any = None) -> TeamState:
+        """Record a position report and make it the team's current position.
+
+        Parameters
+        ----------
+        team_id
+            The team.
+        lat, lon
+            Position (WGS84).
+        at
+            When the position was measured (tz-aware, or ISO 8601 with offset); default now.
+        network
+            Road network for the service-area check (default: the store's).
+
+        Returns
+        -------
+        TeamState
+            The new state.
+
+        Raises
+        ------
+        NotFound
+            Unknown team.
+        InvalidInput, OutsideServiceArea
+            Bad coordinates, a point outside the service area, a time too far in the future.
+        Conflict
+            A report older than (or as old as, with another position) the stored one.
+        """
+        lat, lon = _latlon(lat, lon)
+        when = parse_time(at, field_name="at") if at is not None else _now()
+        now = _now()
+        if (when - now).total_seconds() > MAX_FUTURE_S:
+            raise InvalidInput(f"position time {when.isoformat()} is in the future", field="at")
+        net = network if network is not None else self.network
+        if net is not None:
+            net.check_point(lat, lon, field="position")
+        with self._write() as con:
+            row = con.execute("SELECT * FROM teams WHERE team_id = ?", (team_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"unknown team {team_id!r}", field="team_id")
+            stored = _dt(row["position_time"])
+            if when < stored or (when == stored and (lat, lon) != (row["lat"], row["lon"])):
+                raise Conflict(f"position report for {team_id} at {when.isoformat()} is older than the "
+                               f"stored one ({stored.isoformat()})")
+            if when == stored:  # an identical retry: nothing to change
+                return self._state(row)
+            ts = _ts(when)
+            con.execute("UPDATE teams SET lat = ?, lon = ?, position_time = ? WHERE team_id = ?",
+                        (lat, lon, ts, team_id))
+            con.execute(_INSERT_POSITION, (team_id, lat, lon, ts, _ts(now)))
+            row = con.execute("SELECT * FROM teams WHERE team_id = ?", (team_id,)).fetchone()
+        return self._state(row)
+
+    def set_status(self, team_id: str, status: TeamStatus | str,
+                   at: datetime | str | None = None) -> TeamState:
+        """Change a team's status, following the lifecycle (:data:`routing.fleet.TRANSITIONS`).
+
+        Raises
+        ------
+        NotFound
+            Unknown team.
+        InvalidInput
+            Unknown status, or a time too far in the future.
+        Conflict
+            An impossible transition, or a change older than the last one stored.
+        """
+        new = parse_status(status)
+        when = parse_time(at, field_name="at") if at is not None else _now()
+        now = _now()
+        if (when - now).total_seconds() > MAX_FUTURE_S:
+            raise InvalidInput(f"status time {when.isoformat()} is in the future", field="at")
+        with self._write() as con:
+            row = con.execute("SELECT * FROM teams WHERE team_id = ?", (team_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"unknown team {team_id!r}", field="team_id")
+            old = TeamStatus(row["status"])
+            check_transition(old, new)
+            if old == new:
+                return self._state(row)
+            stored = _dt(row["status_time"])
+            if when < stored:
+                raise Conflict(f"status change for {team_id} at {when.isoformat()} is older than the "
+                               f"last one ({stored.isoformat()})")
+            ts = _ts(when)
+            con.execute("UPDATE teams SET status = ?, status_time = ? WHERE team_id = ?",
+                        (new.value, ts, team_id))
+            con.execute(_INSERT_STATUS, (team_id, old.value, new.value, ts, _ts(now)))
+            row = con.execute("SELECT * FROM teams WHERE team_id = ?", (team_id,)).fetchone()
+        return self._state(row)
+
+    def position_history(self, team_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every position report of a team, oldest first (``lat``, ``lon``, ``at``, ``recorded_at``)."""
+        with self._read() as con:
+            if con.execute("SELECT 1 FROM teams WHERE team_id = ?", (team_id,)).fetchone() is None:
+                raise NotFound(f"unknown team {team_id!r}", field="team_id")
+            rows = con.execute("SELECT lat, lon, at, recorded_at FROM positions WHERE team_id = ? "
+                               "ORDER BY at, id", (team_id,)).fetchall()
+        out = [dict(r) for r in rows]
+        return out[-limit:] if limit else out
+
+    def status_history(self, team_id: str) -> list[dict[str, Any]]:
+        """Every status change of a team, oldest first."""
+        with self._read() as con:
+            if con.execute("SELECT 1 FROM teams WHERE team_id = ?", (team_id,)).fetchone() is None:
+                raise NotFound(f"unknown team {team_id!r}", field="team_id")
+            rows = con.execute("SELECT old_status, new_status, at, recorded_at FROM status_changes "
+                               "WHERE team_id = ? ORDER BY at, id", (team_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    # ----------------------------------------------------------------- calls and audit trail
+    def record_call(self, call: Call) -> None:
+        """Store a call; the same id with different content is a ``Conflict``."""
+        with self._write() as con:
+            self._insert_call(con, call)
+
+    def _insert_call(self, con: sqlite3.Connection, call: Call) -> None:
+        data = json.dumps(call.to_dict(), sort_keys=True)
+        row = con.execute("SELECT data FROM calls WHERE call_id = ?", (call.call_id,)).fetchone()
+        if row is not None:
+            if _same_call(row[0], data):
+                return
+            raise Conflict(f"call {call.call_id!r} was already recorded with different details")
+        con.execute("INSERT INTO calls VALUES (?, ?, ?, ?)",
+                    (call.call_id, _ts(call.received), data, _ts(_now())))
+
+    def call(self, call_id: str) -> Call:
+        """A recorded call; raises ``NotFound``."""
+        row = self._con().execute("SELECT data FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"unknown call {call_id!r}", field="call_id")
+        return Call.from_dict(json.loads(row[0]))
+
+    def calls(self) -> list[Call]:
+        """Every recorded call, by received time."""
+        rows = self._con().execute("SELECT data FROM calls ORDER BY received, call_id").fetchall()
+        return [Call.from_dict(json.loads(r[0])) for r in rows]
+
+    def _pack_inputs(self, con: sqlite3.Connection, inputs: dict[str, Any]) -> str:
+        # Large inputs (the fleet snapshot, the rules) repeat across decisions: store each once by digest.
+        packed: dict[str, Any] = {}
+        for key, value in inputs.items():
+            text = json.dumps(value, sort_keys=True, default=str)
+            if len(text) >= _SNAPSHOT_MIN_BYTES:
+                digest = hashlib.sha256(text.encode()).hexdigest()
+                con.execute("INSERT OR IGNORE INTO snapshots VALUES (?, ?)", (digest, text))
+                packed[key] = {"$snapshot": digest}
+            else:
+                packed[key] = value
+        return json.dumps(packed, sort_keys=True, default=str)
+
+    def _insert_decision(self, con: sqlite3.Connection, kind: str, calls: Sequence[Call],
+                         result: dict[str, Any], inputs: dict[str, Any]) -> int:
+        for c in calls:
+            self._insert_call(con, c)
+        cur = con.execute("INSERT INTO decisions (kind, created_at, call_ids, inputs, result) "
+                          "VALUES (?, ?, ?, ?, ?)",
+                          (kind, _ts(_now()), json.dumps([c.call_id for c in calls]),
+                           self._pack_inputs(con, inputs), json.dumps(result, sort_keys=True, default=str)))
+        return int(cur.lastrowid)
+
+    def record_suggestion(self, result: Any, inputs: dict[str, Any] | None = None) -> int:
+        """Write a suggestion (a ``SuggestionResult``) and its inputs to the audit trail; returns its id."""
+        return self.record_suggestions([result], inputs)[0]
+
+    def record_suggestions(self, results: Sequence[Any], inputs: dict[str, Any] | None = None) -> list[int]:
+        """Write many suggestions computed from the same inputs, in one transaction."""
+        with self._write() as con:
+            return [self._insert_decision(con, "suggestion", [r.call], _jsonable(r), inputs or {})
+                    for r in results]
+
+    def record_assignment(self, result: Any, calls: Sequence[Call],
+                          inputs: dict[str, Any] | None = None) -> int:
+        """Write a joint assignment (an ``AssignmentResult``), its calls and inputs; returns its id."""
+        with self._write() as con:
+            did = self._insert_decision(con, "assignment", list(calls), _jsonable(result), inputs or {})
+            created = _ts(_now())
+            for a in result.assignments:
+                con.execute("INSERT INTO assignments (decision_id, call_id, team_id, team_type, eta_s, tier, "
+                            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (did, a.call_id, a.team_id, str(a.team_type), a.eta_s, a.tier, created))
+        return did
+
+    def decisions(self, kind: str | None = None, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Audit-trail entries, newest first (``id``, ``kind``, ``created_at``, ``call_ids``, ``result``)."""
+        sql = "SELECT id, kind, created_at, call_ids, result FROM decisions"
+        args: list[Any] = []
+        if kind is not None:
+            sql += " WHERE kind = ?"
+            args.append(kind)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        rows = self._con().execute(sql, args).fetchall()
+        return [{"id": r["id"], "kind": r["kind"], "created_at": r["created_at"],
+                 "call_ids": json.loads(r["call_ids"]), "result": json.loads(r["result"])} for r in rows]
+
+    def decision(self, decision_id: int) -> dict[str, Any]:
+        """One audit-trail entry with its inputs expanded; raises ``NotFound``."""
+        with self._read() as con:
+            row = con.execute("SELECT * FROM decisions WHERE id = ?", (decision_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"unknown decision {decision_id}", field="decision_id")
+            inputs = json.loads(row["inputs"])
+            for key, value in list(inputs.items()):
+                if isinstance(value, dict) and set(value) == {"$snapshot"}:
+                    snap = con.execute("SELECT data FROM snapshots WHERE digest = ?", (value["$snapshot"],))
+                    inputs[key] = json.loads(snap.fetchone()[0])
+        return {"id": row["id"], "kind": row["kind"], "created_at": row["created_at"],
+                "call_ids": json.loads(row["call_ids"]), "inputs": inputs,
+                "result": json.loads(row["result"])}
+
+    def assignments(self, call_id: str | None = None) -> list[dict[str, Any]]:
+        """Recorded assignments, oldest first (``decision_id``, ``call_id``, ``team_id``, ``eta_s``...)."""
+        sql = "SELECT decision_id, call_id, team_id, team_type, eta_s, tier, created_at FROM assignments"
+        args: tuple[Any, ...] = ()
+        if call_id is not None:
+            sql += " WHERE call_id = ?"
+            args = (call_id,)
+        return [dict(r) for r in self._con().execute(sql + " ORDER BY id", args).fetchall()]
+
+
+def _same_call(stored: str, new: str) -> bool:
+    return json.loads(stored) == json.loads(new)
+
+
+def _jsonable(result: Any) -> dict[str, Any]:
+    return result.to_dict() if hasattr(result, "to_dict") else dict(result)
+
+
+def _latlon(lat: Any, lon: Any) -> tuple[float, float]:
+    out = []
+    for name, v, lim in (("lat", lat, 90), ("lon", lon, 180)):
+        if isinstance(v, bool):
+            raise InvalidInput(f"{name} must be a number, got {v!r}", field=name)
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"{name} must be a number, got {v!r}", field=name) from None
+        if not math.isfinite(f) or abs(f) > lim:
+            raise InvalidInput(f"{name} must be a finite number within ±{lim}, got {v!r}", field=name)
+        out.append(f)
+    return out[0], out[1]
+
