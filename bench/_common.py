@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from routing.config import resolve_data_dir
-
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # measure this checkout, whatever copy pip installed
+    sys.path.insert(0, str(REPO))
+
+from routing.config import resolve_data_dir  # noqa: E402
 
 
 def data_dir() -> Path:

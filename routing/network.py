@@ -220,6 +220,11 @@ class RoadNetwork:
         return self._t.length_m
 
     @property
+    def edge_highway(self) -> np.ndarray:
+        """OSM road class of every edge (``residential``, ``primary``, ...), in CSR order."""
+        return self._t.highway
+
+    @property
     def edge_time_s(self) -> np.ndarray:
         return self._edge_time_s
 

@@ -14,6 +14,11 @@ Durability and concurrency:
   write changes nothing.
 - One connection per thread (``threading.local``), so a :class:`Store` can be shared by the threads of
   a web server; :meth:`Store.close` closes them all.
+- :meth:`Store.group` wraps the writes a thread makes into one commit (one ``fsync`` for many writes),
+  each write in its own SAVEPOINT so a refused write changes nothing and leaves the others in.
+- :meth:`Store.assign` records an assignment and sends its teams en route in one transaction that
+  re-checks each team inside it, so two processes sharing the file (the service and the CLI) can never
+  send one team to two calls.
 
 The default database path is ``$CRISIS_DISPATCH_DB``, else ``./crisis-dispatch.db``.
 """
@@ -26,7 +31,7 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +39,7 @@ from typing import Any
 
 from routing.errors import Conflict, InvalidInput, NotFound
 from routing.fleet import (
+    DISPATCHABLE,
     Team,
     TeamState,
     TeamStatus,
@@ -97,6 +103,11 @@ CREATE TABLE IF NOT EXISTS decisions (
     inputs TEXT NOT NULL,
     result TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS decision_calls (
+    decision_id INTEGER NOT NULL REFERENCES decisions(id),
+    call_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decision_calls_by_call ON decision_calls(call_id, decision_id);
 CREATE TABLE IF NOT EXISTS assignments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     decision_id INTEGER NOT NULL REFERENCES decisions(id),
@@ -184,6 +195,21 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         con = self._con()
+        if getattr(self._local, "grouped", False):
+            # Inside group(): this write is a savepoint of the group's transaction.
+            if not con.in_transaction:
+                # SQLite rolled the whole group back (I/O error, disk full): fail the rest of the group
+                # too, rather than let each write commit on its own.
+                raise sqlite3.OperationalError("the grouped transaction was rolled back")
+            con.execute("SAVEPOINT write")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK TO write")
+                con.execute("RELEASE write")
+                raise
+            con.execute("RELEASE write")
+            return
         con.execute("BEGIN IMMEDIATE")
         try:
             yield con
@@ -191,6 +217,41 @@ class Store:
             con.execute("ROLLBACK")
             raise
         con.execute("COMMIT")
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """Make every write of this thread inside the block part of one transaction, committed at the end.
+
+        Each write method still runs its own checks, in a SAVEPOINT: a write that raises is rolled back
+        alone (its exception propagates to the caller as usual), the others stay. The block costs one
+        ``fsync`` instead of one per write; nothing in it is durable before the block exits. Other
+        threads and processes are unaffected (they wait on the write lock, as for any transaction).
+        Groups do not nest.
+
+        Raises
+        ------
+        sqlite3.OperationalError
+            If the final COMMIT fails; then nothing of the block is stored.
+        """
+        if getattr(self._local, "grouped", False):
+            raise RuntimeError("Store.group() does not nest")
+        con = self._con()
+        con.execute("BEGIN IMMEDIATE")
+        self._local.grouped = True
+        try:
+            yield
+        except BaseException:
+            self._local.grouped = False
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        self._local.grouped = False
+        try:
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -224,6 +285,8 @@ class Store:
         con = self._con()
         try:
             mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            had_index = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                    "name = 'decision_calls'").fetchone() is not None
             con.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise InvalidInput(f"{self.path} is not a crisis-dispatch database: {exc}", field="db") from None
@@ -235,6 +298,9 @@ class Store:
                 if int(row[0]) != SCHEMA_VERSION:
                     raise InvalidInput(f"{self.path}: schema version {row[0]}, expected {SCHEMA_VERSION}",
                                        field="db")
+                if not had_index:  # a database from before the call index: build it once
+                    con.execute("INSERT INTO decision_calls SELECT d.id, j.value FROM decisions d, "
+                                "json_each(d.call_ids) j")
                 return
             if isinstance(fleet, (list, tuple)):
                 teams, source = list(fleet), "<in memory>"
@@ -323,7 +389,7 @@ class Store:
             stored = _dt(row["position_time"])
             if when < stored or (when == stored and (lat, lon) != (row["lat"], row["lon"])):
                 raise Conflict(f"position report for {team_id} at {when.isoformat()} is older than the "
-                               f"stored one ({stored.isoformat()})")
+                               f"stored one ({stored.isoformat()})", field="timestamp")
             if when == stored:  # an identical retry: nothing to change
                 return self._state(row)
             ts = _ts(when)
@@ -356,19 +422,24 @@ class Store:
             if row is None:
                 raise NotFound(f"unknown team {team_id!r}", field="team_id")
             old = TeamStatus(row["status"])
-            check_transition(old, new)
+            _check_transition(old, new)
             if old == new:
                 return self._state(row)
-            stored = _dt(row["status_time"])
-            if when < stored:
-                raise Conflict(f"status change for {team_id} at {when.isoformat()} is older than the "
-                               f"last one ({stored.isoformat()})")
-            ts = _ts(when)
-            con.execute("UPDATE teams SET status = ?, status_time = ? WHERE team_id = ?",
-                        (new.value, ts, team_id))
-            con.execute(_INSERT_STATUS, (team_id, old.value, new.value, ts, _ts(now)))
+            self._change_status(con, row, new, when, now)
             row = con.execute("SELECT * FROM teams WHERE team_id = ?", (team_id,)).fetchone()
         return self._state(row)
+
+    def _change_status(self, con: sqlite3.Connection, row: sqlite3.Row, new: TeamStatus, when: datetime,
+                       now: datetime) -> None:
+        # Inside the caller's transaction, after it has checked the transition on ``row``.
+        stored = _dt(row["status_time"])
+        if when < stored:
+            raise Conflict(f"status change for {row['team_id']} at {when.isoformat()} is older than the "
+                           f"last one ({stored.isoformat()})", field="timestamp")
+        ts = _ts(when)
+        con.execute("UPDATE teams SET status = ?, status_time = ? WHERE team_id = ?",
+                    (new.value, ts, row["team_id"]))
+        con.execute(_INSERT_STATUS, (row["team_id"], row["status"], new.value, ts, _ts(now)))
 
     def position_history(self, team_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Every position report of a team, oldest first (``lat``, ``lon``, ``at``, ``recorded_at``)."""
@@ -401,7 +472,7 @@ class Store:
         if row is not None:
             if _same_call(row[0], data):
                 return
-            raise Conflict(f"call {call.call_id!r} was already recorded with different details")
+            raise Conflict(f"call {call.call_id!r} was already recorded with different details", field="call_id")
         con.execute("INSERT INTO calls VALUES (?, ?, ?, ?)",
                     (call.call_id, _ts(call.received), data, _ts(_now())))
 
@@ -438,7 +509,9 @@ class Store:
                           "VALUES (?, ?, ?, ?, ?)",
                           (kind, _ts(_now()), json.dumps([c.call_id for c in calls]),
                            self._pack_inputs(con, inputs), json.dumps(result, sort_keys=True, default=str)))
-        return int(cur.lastrowid)
+        did = int(cur.lastrowid)
+        con.executemany("INSERT INTO decision_calls VALUES (?, ?)", [(did, c.call_id) for c in calls])
+        return did
 
     def record_suggestion(self, result: Any, inputs: dict[str, Any] | None = None) -> int:
         """Write a suggestion (a ``SuggestionResult``) and its inputs to the audit trail; returns its id."""
@@ -452,23 +525,119 @@ class Store:
 
     def record_assignment(self, result: Any, calls: Sequence[Call],
                           inputs: dict[str, Any] | None = None) -> int:
-        """Write a joint assignment (an ``AssignmentResult``), its calls and inputs; returns its id."""
+        """Write a joint assignment (an ``AssignmentResult``), its calls and inputs; returns its id.
+
+        Only the audit trail: the teams' statuses are not changed (see :meth:`assign` for that).
+        """
         with self._write() as con:
-            did = self._insert_decision(con, "assignment", list(calls), _jsonable(result), inputs or {})
-            created = _ts(_now())
-            for a in result.assignments:
-                con.execute("INSERT INTO assignments (decision_id, call_id, team_id, team_type, eta_s, tier, "
-                            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (did, a.call_id, a.team_id, str(a.team_type), a.eta_s, a.tier, created))
+            return self._insert_assignment(con, result, calls, inputs)
+
+    def _insert_assignment(self, con: sqlite3.Connection, result: Any, calls: Sequence[Call],
+                           inputs: dict[str, Any] | None) -> int:
+        did = self._insert_decision(con, "assignment", list(calls), _jsonable(result), inputs or {})
+        created = _ts(_now())
+        for a in result.assignments:
+            con.execute("INSERT INTO assignments (decision_id, call_id, team_id, team_type, eta_s, tier, "
+                        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (did, a.call_id, a.team_id, str(a.team_type), a.eta_s, a.tier, created))
         return did
 
-    def decisions(self, kind: str | None = None, *, limit: int | None = None) -> list[dict[str, Any]]:
-        """Audit-trail entries, newest first (``id``, ``kind``, ``created_at``, ``call_ids``, ``result``)."""
+    def assign(self, result: Any, calls: Sequence[Call] | None = None, inputs: dict[str, Any] | None = None,
+               *, at: datetime | str | None = None,
+               unchanged: Mapping[str, TeamState] | None = None) -> int:
+        """Record an assignment decision and send its teams ``en_route``, in one transaction.
+
+        Inside the transaction (under SQLite's write lock, so also against other processes on the same
+        file) every assigned team is re-read and must still be dispatchable; otherwise nothing is
+        written. Two callers racing for one team, in one process or two, get one success and one
+        ``Conflict``.
+
+        Parameters
+        ----------
+        result
+            An ``AssignmentResult`` (its ``assignments`` name the teams; one team at most once).
+        calls
+            The calls to record with it (default ``result.calls``).
+        inputs
+            Decision inputs for the audit trail (see ``routing.dispatch.decision_inputs``).
+        at
+            Time of the status changes (tz-aware or ISO 8601; default now).
+        unchanged
+            Team states the decision was computed from: a listed team whose status or position differs
+            from it now is a ``Conflict`` (``field="teams"``), so a plan made from an outdated snapshot is
+            not applied.
+
+        Returns
+        -------
+        int
+            The decision id.
+
+        Raises
+        ------
+        NotFound
+            An unknown team.
+        Conflict
+            A team not dispatchable any more (``field="team_id"``), changed since ``unchanged``
+            (``field="teams"``), assigned twice in ``result``, a status time older than the team's last
+            change (``field="timestamp"``), or a call id recorded with other details (``field="call_id"``).
+        InvalidInput
+            ``at`` malformed or too far in the future.
+        """
+        when = parse_time(at, field_name="at") if at is not None else _now()
+        now = _now()
+        if (when - now).total_seconds() > MAX_FUTURE_S:
+            raise InvalidInput(f"assignment time {when.isoformat()} is in the future", field="at")
+        team_ids = [a.team_id for a in result.assignments]
+        if len(set(team_ids)) != len(team_ids):
+            dup = next(t for t in team_ids if team_ids.count(t) > 1)
+            raise Conflict(f"team {dup} is assigned to more than one call", field="team_id")
+        with self._write() as con:
+            rows = []
+            for team_id in team_ids:
+                row = con.execute("SELECT * FROM teams WHERE team_id = ?", (team_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"unknown team {team_id!r}", field="team_id")
+                status = TeamStatus(row["status"])
+                before = unchanged.get(team_id) if unchanged is not None else None
+                if before is not None and (status, float(row["lat"]), float(row["lon"])) != (
+                        before.status, before.lat, before.lon):
+                    raise Conflict(f"team {team_id} changed ({status.value}) since the plan was computed; "
+                                   "compute it again", field="teams")
+                if status not in DISPATCHABLE:
+                    raise Conflict(f"team {team_id} is {status.value}, not dispatchable "
+                                   "(available or returning)", field="team_id")
+                rows.append(row)
+            did = self._insert_assignment(con, result, list(calls) if calls is not None else result.calls,
+                                          inputs)
+            for row in rows:
+                _check_transition(TeamStatus(row["status"]), TeamStatus.en_route)
+                self._change_status(con, row, TeamStatus.en_route, when, now)
+        return did
+
+    def decisions(self, kind: str | None = None, *, call_id: str | None = None,
+                  limit: int | None = None) -> list[dict[str, Any]]:
+        """Audit-trail entries, newest first (``id``, ``kind``, ``created_at``, ``call_ids``, ``result``).
+
+        Parameters
+        ----------
+        kind
+            Only ``"suggestion"`` or ``"assignment"`` entries.
+        call_id
+            Only the entries about this call (a joint assignment is about each of its calls).
+        limit
+            At most this many (the newest).
+        """
         sql = "SELECT id, kind, created_at, call_ids, result FROM decisions"
+        where: list[str] = []
         args: list[Any] = []
         if kind is not None:
-            sql += " WHERE kind = ?"
+            where.append("kind = ?")
             args.append(kind)
+        if call_id is not None:
+            where.append("id IN (SELECT decision_id FROM decision_calls WHERE call_id = ?)")
+            args.append(call_id)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
@@ -500,6 +669,16 @@ class Store:
             sql += " WHERE call_id = ?"
             args = (call_id,)
         return [dict(r) for r in self._con().execute(sql + " ORDER BY id", args).fetchall()]
+
+
+def _check_transition(old: TeamStatus, new: TeamStatus) -> None:
+    # The lifecycle check of routing.fleet, with the offending field named for the caller.
+    try:
+        check_transition(old, new)
+    except Conflict as exc:
+        if exc.field is None:
+            exc.field = "status"
+        raise
 
 
 def _same_call(stored: str, new: str) -> bool:

@@ -238,3 +238,176 @@ def test_plain_sqlite_can_read_it(store: Store) -> None:
     con = sqlite3.connect(store.path)
     assert con.execute("SELECT COUNT(*) FROM teams").fetchone()[0] == 34
     con.close()
+
+
+# --------------------------------------------------------------------------------------------- atomic assign
+
+
+def _plan(call: Call, team_id: str, s: Store):
+    from routing.dispatch import Assignment, AssignmentResult
+
+    ts = s.team(team_id)
+    a = Assignment(call.call_id, team_id, ts.team.team_type, 300.0, 2000.0, "any", 0, False, ts.lat, ts.lon)
+    return AssignmentResult([call], [a], [], 300.0, True, "MANUAL", 0.0, 600.0, 3600.0, T0)
+
+
+def _call(call_id: str) -> Call:
+    return Call.from_dict({"call_id": call_id, "lat": 42.35, "lon": -71.06, "received": T0.isoformat()})
+
+
+def test_assign_records_the_decision_and_sends_the_team_en_route_together(store: Store) -> None:
+    at = T0 + timedelta(minutes=1)
+    did = store.assign(_plan(_call("c1"), "P-A1", store), inputs={"who": "test"}, at=at)
+    assert store.team("P-A1").status is TeamStatus.en_route
+    assert store.team("P-A1").status_time == at
+    assert [(a["decision_id"], a["call_id"], a["team_id"]) for a in store.assignments()] == [(did, "c1", "P-A1")]
+    assert store.decision(did)["inputs"] == {"who": "test"}
+    assert store.status_history("P-A1")[-1]["old_status"] == "available"
+    # The team is busy now: assigning it again (another call) is refused and writes nothing.
+    before = _snapshot(store, "P-A1")
+    with pytest.raises(Conflict) as err:
+        store.assign(_plan(_call("c2"), "P-A1", store), at=at)
+    assert err.value.field == "team_id"
+    assert _snapshot(store, "P-A1") == before
+    assert len(store.assignments()) == 1 and len(store.decisions("assignment")) == 1
+    assert [c.call_id for c in store.calls()] == ["c1"]  # c2 was not recorded either
+
+
+def test_assign_refuses_a_plan_made_from_an_outdated_snapshot(store: Store) -> None:
+    snapshot = {ts.team_id: ts for ts in store.teams()}
+    plan = _plan(_call("c1"), "P-A1", store)
+    store.report_position("P-A1", 42.36, -71.05, at=T0 + timedelta(minutes=1))  # moved after the snapshot
+    with pytest.raises(Conflict) as err:
+        store.assign(plan, at=T0 + timedelta(minutes=2), unchanged=snapshot)
+    assert err.value.field == "teams"
+    assert store.team("P-A1").status is TeamStatus.available and store.assignments() == []
+    # Without the snapshot check the same plan goes through (the team is still dispatchable).
+    store.assign(plan, at=T0 + timedelta(minutes=2))
+    assert store.team("P-A1").status is TeamStatus.en_route
+
+
+def test_assign_rejects_unknown_teams_and_older_times_atomically(store: Store) -> None:
+    from dataclasses import replace
+
+    plan = _plan(_call("c1"), "P-A1", store)
+    two = replace(plan, assignments=[plan.assignments[0], replace(plan.assignments[0], team_id="NO-SUCH")])
+    with pytest.raises(NotFound):
+        store.assign(two, at=T0 + timedelta(minutes=1))
+    assert store.team("P-A1").status is TeamStatus.available and store.assignments() == []
+    store.set_status("P-A1", "out_of_service", at=T0 + timedelta(minutes=5))
+    store.set_status("P-A1", "available", at=T0 + timedelta(minutes=6))
+    with pytest.raises(Conflict) as err:  # a status change older than the last one stored
+        store.assign(plan, at=T0 + timedelta(minutes=3))
+    assert err.value.field == "timestamp"
+    assert store.assignments() == [] and store.calls() == []
+
+
+def _race(path: Path, n: int, at: datetime) -> list[object]:
+    """``n`` threads, each with its own Store (own connection, as another process would have), all of
+    which saw the team dispatchable, assign the same team to different calls at the same moment."""
+    stores = [Store(path) for _ in range(n)]
+    plans = [_plan(_call(f"race-{k}"), "P-A1", stores[k]) for k in range(n)]
+    for s in stores:
+        assert s.team("P-A1").status is TeamStatus.available
+    barrier = threading.Barrier(n)
+    outcomes: list[object] = [None] * n
+
+    def go(k: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[k] = stores[k].assign(plans[k], at=at)
+        except Conflict as exc:
+            outcomes[k] = exc
+
+    threads = [threading.Thread(target=go, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    return outcomes
+
+
+def test_two_stores_racing_to_assign_one_team_exactly_one_wins(tmp_path: Path) -> None:
+    path = tmp_path / "race.db"
+    Store(path, now=T0).close()
+    for round_ in range(3):
+        if round_:
+            with Store(path) as s:  # back in service for the next round
+                s.set_status("P-A1", "on_scene", at=T0 + timedelta(minutes=10 * round_ - 5))
+                s.set_status("P-A1", "available", at=T0 + timedelta(minutes=10 * round_ - 4))
+        outcomes = _race(path, 4, T0 + timedelta(minutes=10 * round_ + 1))
+        wins = [o for o in outcomes if isinstance(o, int)]
+        assert len(wins) == 1, outcomes
+        assert all(isinstance(o, Conflict) and o.field == "team_id" for o in outcomes if o not in wins)
+    con = sqlite3.connect(path)
+    rows = con.execute("SELECT team_id, COUNT(*) FROM assignments GROUP BY team_id").fetchall()
+    en_route = con.execute("SELECT COUNT(*) FROM status_changes WHERE team_id = 'P-A1' "
+                           "AND new_status = 'en_route'").fetchone()[0]
+    con.close()
+    assert rows == [("P-A1", 3)] and en_route == 3
+
+
+# --------------------------------------------------------------------------------------------- grouped commits
+
+
+def test_group_commits_once_and_a_refused_write_leaves_the_others(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    with Store(path, now=T0) as s:
+        with s.group():
+            s.report_position("EC-1", 42.34, -71.07, at=T0 + timedelta(minutes=1))
+            with pytest.raises(Conflict) as err:
+                s.report_position("EC-1", 42.30, -71.07, at=T0 - timedelta(minutes=1))
+            assert err.value.field == "timestamp"
+            s.set_status("EC-1", "en_route", at=T0 + timedelta(minutes=1))
+            # Nothing is visible to another connection before the group commits.
+            other = sqlite3.connect(path)
+            assert other.execute("SELECT status FROM teams WHERE team_id = 'EC-1'").fetchone()[0] == "available"
+            other.close()
+        with pytest.raises(RuntimeError), s.group(), s.group():
+            pass
+        # An exception out of the block rolls the whole group back.
+        with pytest.raises(ValueError), s.group():
+            s.report_position("EC-2", 42.34, -71.07, at=T0 + timedelta(minutes=1))
+            raise ValueError("abandon")
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT lat, status FROM teams WHERE team_id = 'EC-1'").fetchone() == (42.34, "en_route")
+    assert con.execute("SELECT COUNT(*) FROM positions WHERE team_id = 'EC-1'").fetchone()[0] == 2
+    assert con.execute("SELECT lat FROM teams WHERE team_id = 'EC-2'").fetchone()[0] != 42.34
+    con.close()
+
+
+def test_conflicts_name_their_field(store: Store) -> None:
+    store.set_status("EC-1", "en_route", at=T0 + timedelta(minutes=2))
+    with pytest.raises(Conflict) as err:
+        store.set_status("EC-1", "returning", at=T0 + timedelta(minutes=3))  # en route -> returning: no
+    assert err.value.field == "status"
+    with pytest.raises(Conflict) as err:
+        store.set_status("EC-1", "on_scene", at=T0 + timedelta(minutes=1))  # older than the last change
+    assert err.value.field == "timestamp"
+    store.record_call(_call("c1"))
+    with pytest.raises(Conflict) as err:
+        store.record_call(Call.from_dict({"call_id": "c1", "lat": 42.30, "lon": -71.06,
+                                          "received": T0.isoformat()}))
+    assert err.value.field == "call_id"
+
+
+def test_decisions_filter_by_call(tmp_path: Path) -> None:
+    path = tmp_path / "d.db"
+    with Store(path, now=T0) as s:
+        a, b = _call("a"), _call("b")
+        sa, sb = s.record_suggestions([_Result(a), _Result(b)])
+        s2 = s.record_suggestion(_Result(a))
+        joint = s.record_assignment(_plan(a, "P-A1", s), [a, b])
+        assert [d["id"] for d in s.decisions(call_id="a")] == [joint, s2, sa]
+        assert [d["id"] for d in s.decisions("suggestion", call_id="b")] == [sb]
+        assert [d["id"] for d in s.decisions(call_id="b", limit=1)] == [joint]
+        assert s.decisions(call_id="zzz") == []
+    # A database written before the call index existed gets it built when opened.
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE decision_calls")
+    con.commit()
+    con.close()
+    with Store(path) as s:
+        assert [d["id"] for d in s.decisions(call_id="a")] == [joint, s2, sa]

@@ -1,0 +1,282 @@
+"""CLI: ``simulate``: run calls through one response policy, or compare several on the same calls."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from routing.cli import emit
+from routing.config import require_data_dir
+from routing.errors import InvalidInput
+from routing.network import load_network
+from routing.places import load_places
+from routing.policy import available_policies, load_policy
+from routing.simulate import (
+    DEFAULT_MAX_WAIT_S,
+    CallMix,
+    ComparisonResult,
+    SimulationResult,
+    default_start,
+    generate_calls,
+    load_arrival_model,
+    parse_start,
+    read_calls_file,
+    select_period,
+    simulate,
+)
+
+
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _non_negative(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}")
+    return v
+
+
+def _start(text: str) -> Any:
+    try:
+        return parse_start(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add ``simulate``."""
+    shipped = ", ".join(available_policies()) or "none"
+    p = subparsers.add_parser(
+        "simulate", parents=[common],
+        help="discrete-event simulation of calls and teams under a response policy",
+        description="Simulate days to a year of calls (drawn from the demand model, or replayed with "
+                    "--calls) under a response policy, or compare policies on the same calls and seed. "
+                    f"Shipped policies: {shipped}.")
+    p.add_argument("--days", type=_positive, help="simulated days (default 7; with --calls: the file's span)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0); same seed, same results")
+    p.add_argument("--start", type=_start, metavar="DATE",
+                   help="first day, YYYY-MM-DD in Boston time (default 2024-01-01; with --calls: the first call's day)")
+    p.add_argument("--policy", metavar="NAME|FILE", default="default",
+                   help="a shipped policy name or a policy TOML file (default: default)")
+    p.add_argument("--fleet", metavar="TOML", help="use this fleet file instead of the policy's")
+    p.add_argument("--rules", metavar="TOML", help="use this rules file instead of the policy's")
+    p.add_argument("--compare", nargs="+", metavar="POLICY",
+                   help="run two or more policies on the same calls and seed and print them side by side "
+                        "(instead of --policy)")
+    p.add_argument("--calls", metavar="FILE",
+                   help="replay calls from FILE (.json/.jsonl/.csv of calls, or BPD incident CSV, optionally .gz)")
+    mix = p.add_argument_group("call volumes (demand model; see routing.simulate.CallMix for sources)")
+    defaults = CallMix()
+    mix.add_argument("--scale", type=_non_negative, default=1.0, help="multiply every volume (default 1)")
+    mix.add_argument("--mh-per-year", type=_non_negative, default=defaults.mh_per_year,
+                     help=f"mental-health calls a year (default {defaults.mh_per_year:,.0f})")
+    mix.add_argument("--medical-per-year", type=_non_negative, default=defaults.medical_per_year,
+                     help=f"non-mental-health medical calls a year (default {defaults.medical_per_year:,.0f})")
+    mix.add_argument("--other-per-year", type=_non_negative, default=defaults.other_per_year,
+                     help=f"other police-led calls a year (default {defaults.other_per_year:,.0f})")
+    p.add_argument("--max-wait", type=_non_negative, default=DEFAULT_MAX_WAIT_S / 60, metavar="MIN",
+                   help="a call waiting this long with no eligible team is reported unserved "
+                        f"(default {DEFAULT_MAX_WAIT_S / 60:.0f}; 0 = wait as long as it takes)")
+    p.add_argument("--no-traffic", action="store_true",
+                   help="drive at off-peak speeds all day (default: hour-of-day speed factors)")
+    p.add_argument("--records", metavar="CSV", help="also write one row per call (times, team, outcome)")
+    p.add_argument("--geojson", metavar="FILE",
+                   help="also write neighbourhoods with their response times as GeoJSON (with --compare: "
+                        "one file per policy, FILE's name + '-POLICY')")
+    p.add_argument("--source", metavar="SRC", help="road data instead of DATA/boston (as for 'route')")
+    p.add_argument("--speeds", metavar="TOML", help="travel-time model (default: data/speeds.toml)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=_simulate)
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only on a terminal)."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label = label
+        self.enabled = enabled
+        self.started = time.perf_counter()
+        self.last = -1
+
+    def __call__(self, fraction: float) -> None:
+        if not self.enabled:
+            return
+        pct = int(fraction * 100)
+        if pct == self.last:
+            return
+        self.last = pct
+        width = 30
+        done = int(width * fraction)
+        elapsed = time.perf_counter() - self.started
+        sys.stderr.write(f"\r{self.label:<22} [{'#' * done}{'.' * (width - done)}] {pct:3d}%  {elapsed:6.1f} s")
+        if fraction >= 1.0:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    if args.compare is not None and len(args.compare) < 2:
+        raise InvalidInput("--compare needs at least two policies", field="compare")
+    data_dir = require_data_dir(args.data)
+    network = load_network(data_dir, source=args.source, speeds=args.speeds)
+    places = load_places(data_dir)
+    names = args.compare if args.compare is not None else [args.policy]
+    policies = [load_policy(n, places=places, fleet=args.fleet, rules=args.rules) for n in names]
+    mix = CallMix(mh_per_year=args.mh_per_year, medical_per_year=args.medical_per_year,
+                  other_per_year=args.other_per_year, scale=args.scale)
+    if args.calls:
+        replay = read_calls_file(args.calls, places=places, mix=mix, seed=args.seed)
+        calls, start, days = select_period(replay.calls, start=args.start, days=args.days)
+        scenario = {"calls_source": replay.to_dict(), "calls_in_period": len(calls)}
+    else:
+        start = args.start or default_start()
+        days = args.days or 7.0
+        model = load_arrival_model(data_dir, network=network, places=places)
+        calls = generate_calls(model, mix, start=start, days=days, seed=args.seed)
+        scenario = {"calls_source": {"model": model.source, "mix": mix.to_dict()}}
+    show = sys.stderr.isatty() and not args.json and not args.no_progress
+    max_wait = args.max_wait * 60 if args.max_wait > 0 else None
+    kwargs = dict(network=network, places=places, start=start, days=days, seed=args.seed, max_wait_s=max_wait,
+                  time_of_day=not args.no_traffic, scenario=scenario)
+    started = time.perf_counter()
+    results = [simulate(policy, calls, progress=_Progress(policy.name, show), **kwargs) for policy in policies]
+    wall = time.perf_counter() - started
+    if args.records:
+        _write_records(args.records, results)
+    if args.geojson:
+        _write_geojson(args.geojson, results, several=args.compare is not None)
+    if args.compare is not None:
+        emit(args, ComparisonResult(results, wall), _compare_text)
+    else:
+        emit(args, results[0], _text)
+    return 0
+
+
+def _write_geojson(path: str, results: list[SimulationResult], *, several: bool) -> None:
+    target = Path(path)
+    for r in results:
+        out = target.with_name(f"{target.stem}-{r.policy.name}{target.suffix}") if several else target
+        try:
+            out.write_text(json.dumps(r.to_geojson()), encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput(f"cannot write {out}: {exc}", field="geojson") from None
+
+
+def _write_records(path: str, results: list[SimulationResult]) -> None:
+    fields = ["policy", "call_id", "klass", "mental_health", "neighborhood", "received_s", "served", "team_id",
+              "team_type", "tier_index", "preferred", "queued", "dispatched_s", "on_scene_s", "clear_s", "free_s",
+              "response_s", "wait_s", "transported_to", "transport_missed", "unserved_reason"]
+    try:
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            w.writeheader()
+            for r in results:
+                for o in r.outcomes:
+                    w.writerow({"policy": r.policy.name, **o.to_dict()})
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc}", field="records") from None
+
+
+# ---------------------------------------------------------------------------------------------- text
+
+
+def _min(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.1f}%"
+
+
+def _text(result: SimulationResult) -> str:
+    d = result.to_dict()
+    c, rt, mh, q = d["calls"], d["response_time"], d["mental_health"], d["queue"]
+    sc = d["scenario"]
+    lines = [
+        f"policy {d['policy']['name']}: {d['policy']['description']}",
+        f"{sc['days']:g} days from {sc['start']}, seed {sc['seed']}; {c['total']:,} calls "
+        f"({c['served']:,} served, {c['unserved']:,} unserved)",
+        "calls by class: " + ", ".join(f"{k} {v['calls']:,}" for k, v in c["by_class"].items()),
+    ]
+    if c["unserved_reasons"]:
+        lines.append("unserved: " + "; ".join(f"{k}: {v:,}" for k, v in c["unserved_reasons"].items()))
+    o = rt["overall"]
+    lines.append(f"response time (call to on scene): median {_min(o['median_s'])} min, "
+                 f"90th percentile {_min(o['p90_s'])} min")
+    lines.append(f"  {'team type':<16} {'calls':>7} {'median':>7} {'p90':>7}  (minutes)")
+    for k, v in rt["by_team_type"].items():
+        lines.append(f"  {k:<16} {v['n']:>7,} {_min(v['median_s']):>7} {_min(v['p90_s']):>7}")
+    lines.append(f"mental-health calls: {mh['calls']:,}; by the preferred team type {_pct(mh['preferred_share'])}, "
+                 f"fell back {_pct(mh['fell_back_share'])}, to police {_pct(mh['police_share'])}")
+    w = q["wait"]
+    lines.append(f"queue: {q['queued_calls']:,} calls waited ({_pct(q['queued_share'])}), median wait "
+                 f"{_min(w['median_s'])} min, p90 {_min(w['p90_s'])} min, longest queue {q['max_length']}")
+    util = d["utilisation"]["by_team_type"]
+    lines.append("utilisation (busy / on shift): " + ", ".join(f"{k} {_pct(v['utilisation'])}"
+                                                               for k, v in util.items()))
+    nb = sorted(rt["by_neighborhood"].items(), key=lambda kv: -(kv[1]["p90_s"] or 0))[:8]
+    lines.append("slowest neighbourhoods (p90 min): " + ", ".join(f"{k} {_min(v['p90_s'])}" for k, v in nb))
+    lines.append(f"run: {d['run']['wall_s']:.1f} s, {d['events']:,} events")
+    return "\n".join(lines)
+
+
+def _compare_text(result: ComparisonResult) -> str:
+    summaries = [r.summary() for r in result.results]
+    names = [s["policy"]["name"] for s in summaries]
+    width = max(12, *(len(n) for n in names))
+    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("teams", lambda s: str(s["policy"]["teams"])),
+        ("calls", lambda s: f"{s['calls']['total']:,}"),
+        ("unserved", lambda s: f"{s['calls']['unserved']:,}"),
+        ("response median (min)", lambda s: _min(s["response_time"]["overall"]["median_s"])),
+        ("response p90 (min)", lambda s: _min(s["response_time"]["overall"]["p90_s"])),
+        ("MH response median (min)", lambda s: _min(_mh_stat(s, "median_s"))),
+        ("MH response p90 (min)", lambda s: _min(_mh_stat(s, "p90_s"))),
+        ("MH by preferred type", lambda s: _pct(s["mental_health"]["preferred_share"])),
+        ("MH fell back to police", lambda s: _pct(s["mental_health"]["police_share"])),
+        ("calls that waited", lambda s: f"{s['queue']['queued_calls']:,}"),
+        ("wait median (min)", lambda s: _min(s["queue"]["wait"]["median_s"])),
+        ("wait p90 (min)", lambda s: _min(s["queue"]["wait"]["p90_s"])),
+    ]
+    types = sorted({k for s in summaries for k in s["utilisation"]["by_team_type"]})
+    for t in types:
+        rows.append((f"utilisation {t}", lambda s, t=t: _pct(
+            s["utilisation"]["by_team_type"].get(t, {}).get("utilisation"))))
+    first = summaries[0]["scenario"]
+    lines = [f"{first['days']:g} days from {first['start']}, seed {first['seed']}, same calls for every policy",
+             f"{'':<26}" + "".join(f"{n:>{width + 2}}" for n in names)]
+    for label, fn in rows:
+        lines.append(f"{label:<26}" + "".join(f"{fn(s):>{width + 2}}" for s in summaries))
+    lines.append(f"run: {result.wall_s:.1f} s")
+    return "\n".join(lines)
+
+
+def _mh_stat(summary: dict[str, Any], key: str) -> float | None:
+    return summary["mental_health"]["response_time"][key]

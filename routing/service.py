@@ -1,0 +1,912 @@
+"""The dispatch service: a thin FastAPI layer over the engine, sharing the CLI's SQLite database.
+
+``create_app(...)`` builds the application; ``crisis-dispatch serve`` (:mod:`routing.cli_serve`) runs it
+with uvicorn. The road network, places and rules are loaded once, in the lifespan, not per request.
+
+Contract, in brief (full list in docs/SERVICE.md):
+
+- Every error is JSON ``{"detail": <one line>, "field": <name or null>, "error": <kind>}``; the status
+  comes from the error class of :mod:`routing.errors`: 422 malformed or out-of-area input (including
+  non-finite numbers), 404 unknown team or call, 409 a write that contradicts the stored state (an
+  impossible status transition, a position older than the stored one, a team no longer dispatchable),
+  413 an oversized body, 401 / 403 authentication and role. 500 is reserved for bugs.
+- Durability: a write is answered only after the SQLite COMMIT that contains it has returned (WAL,
+  ``synchronous=FULL``), so an acknowledged write survives ``kill -9`` or a power cut.
+- Concurrency: one thread (:class:`GroupWriter`) performs every database write of the process, in
+  arrival order; writes that queue while a commit is in progress share the next one (group commit),
+  each in its own SAVEPOINT so a refused write changes nothing and does not affect the others. Road
+  searches and suggestions run in the thread pool, before their write is queued, on a WAL snapshot that
+  never waits for a writer. Every check of a write runs inside its transaction (the store's rule):
+  an assignment is recorded and its teams set en route in one transaction (:meth:`Store.assign`) that
+  re-reads the teams, so two dispatchers, in this process or in a CLI on the same database, cannot send
+  one team to two calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from routing.auth import Permission, Principal, Role, TokenTable, parse_bearer
+from routing.errors import Conflict, CrisisDispatchError, DataMissing, InvalidInput
+from routing.fleet import DISPATCHABLE, TeamState, TeamStatus, TeamType
+from routing.store import Store
+
+__all__ = ["create_app", "ServiceState", "GroupCommitStore", "GroupWriter", "team_view", "authorize", "MAX_BODY_BYTES"]
+
+#: Largest accepted request body. A position report is ~100 bytes and a call ~300; a joint assignment
+#: of :data:`MAX_JOINT_CALLS` calls stays well below this.
+MAX_BODY_BYTES = 256 * 1024
+MAX_JOINT_CALLS = 200
+
+_log = logging.getLogger("crisis_dispatch.service")
+_T = TypeVar("_T")
+
+# --------------------------------------------------------------------------------------------- state
+
+
+class GroupCommitStore(Store):
+    """The :class:`~routing.store.Store` the service uses; grouped commits are :meth:`Store.group`.
+
+    Kept as a name for callers of the first service version; it adds nothing to ``Store``.
+    """
+
+
+@dataclass
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    future: Future[Any]
+
+
+class GroupWriter:
+    """The one thread that performs this process's database writes, committing them in groups.
+
+    Callers submit a store write and wait for its future, which resolves only after the COMMIT that
+    includes it has returned (so the answer follows durability). While one group commits, new writes
+    queue up and form the next group: under load, many writes share one ``fsync``; alone, a write
+    commits at once. Writes run in submission order, so two reports of one team keep their order.
+    """
+
+    def __init__(self, store: Store, *, max_group: int = 256) -> None:
+        self.store = store
+        self.max_group = max_group
+        self.writes = 0
+        self.commits = 0
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="db-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> Future[_T]:
+        """Queue ``fn(*args, **kwargs)`` (a store write method); its future resolves after the commit."""
+        future: Future[_T] = Future()
+        self._queue.put(_Job(fn, args, kwargs, future))
+        return future
+
+    def close(self) -> None:
+        """Finish the queued writes and stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < self.max_group:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                group.append(job)
+            # A caller that gave up (its request was cancelled) withdraws its write; the others run.
+            group = [job for job in group if job.future.set_running_or_notify_cancel()]
+            if not group:
+                continue
+            try:
+                self._commit(group)
+            except BaseException as exc:  # never let the writer die: every later write would hang
+                _log.error("database writer error", exc_info=exc)
+                for job in group:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+
+    def _commit(self, group: list[_Job]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with self.store.group():
+                for job in group:
+                    try:
+                        outcomes.append((True, job.fn(*job.args, **job.kwargs)))
+                    except BaseException as exc:  # this write alone is rolled back (its savepoint)
+                        outcomes.append((False, exc))
+        except BaseException as exc:  # the COMMIT itself failed: nothing of the group is stored
+            _log.error("database commit failed for %d writes", len(group), exc_info=exc)
+            for job in group:
+                job.future.set_exception(exc)
+            return
+        self.writes += len(group)
+        self.commits += 1
+        for job, (ok, value) in zip(group, outcomes, strict=True):
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+
+
+@dataclass
+class ServiceState:
+    """Everything loaded once at startup and shared by the requests."""
+
+    store: Store
+    network: Any
+    places: Any
+    rules: Any
+    tokens: TokenTable | None
+    demand: Any = None
+    write_group: int = 256
+    started: float = field(default_factory=time.time)
+    writer: GroupWriter = field(init=False)
+    internal_errors: int = 0
+
+    def __post_init__(self) -> None:
+        self.writer = GroupWriter(self.store, max_group=self.write_group)
+
+    def write(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run one store write on the writer thread and wait for its commit (from a worker thread)."""
+        return self.writer.submit(fn, *args, **kwargs).result()
+
+    async def awrite(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """The same, awaited from the event loop (no worker-thread hop on the hot path)."""
+        return await asyncio.wrap_future(self.writer.submit(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        """Finish queued writes, then close the database."""
+        self.writer.close()
+        self.store.close()
+
+
+def _state(request: Request) -> ServiceState:
+    state = getattr(request.app.state, "service", None)
+    if state is None:  # only if the lifespan did not run (a client used without ``with``)
+        raise DataMissing("service not started")
+    return state
+
+
+# --------------------------------------------------------------------------------------------- models
+
+# Strict: a JSON number only (integers included), not "42.3" nor true.
+_Lat = Annotated[float, Field(strict=True, ge=-90, le=90, description="WGS84 latitude")]
+_Lon = Annotated[float, Field(strict=True, ge=-180, le=180, description="WGS84 longitude")]
+_ID_PATTERN = r"^[A-Za-z0-9_.:#-]{1,80}$"
+
+
+class _Model(BaseModel):
+    # Unknown keys are errors (a typo such as ``mental_heath`` must not silently change triage) and
+    # NaN / Infinity (which Python's JSON parser accepts) are refused.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ErrorOut(BaseModel):
+    """Every error answer (4xx, and 500 for a bug)."""
+
+    detail: str = Field(description="one line saying what is wrong")
+    field: str | None = Field(description="the offending field (body key, path or query parameter), if any")
+    error: str = Field(description="kind: InvalidInput, OutsideServiceArea, NotFound, Conflict, Unauthorized, ...")
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text} for code, text in (
+        (401, "no or unknown bearer token"), (403, "the token's role may not do this"),
+        (404, "unknown team, call or path"), (409, "contradicts the stored state"),
+        (413, "request body too large"), (422, "malformed or out-of-area input"))}
+
+
+class PositionIn(_Model):
+    """A position report from a vehicle locator."""
+
+    lat: _Lat
+    lon: _Lon
+    timestamp: AwareDatetime | None = Field(
+        None, description="when the position was measured, ISO 8601 with offset (default: now)")
+
+
+class StatusIn(_Model):
+    """A status change."""
+
+    status: TeamStatus
+    timestamp: AwareDatetime | None = Field(None, description="when it happened, ISO 8601 with offset")
+
+
+class CallIn(_Model):
+    """A call for service (the fields of :class:`routing.triage.Call`)."""
+
+    call_id: str | None = Field(None, pattern=_ID_PATTERN, description="default: a generated id")
+    received: AwareDatetime | None = Field(None, description="ISO 8601 with offset (default: now)")
+    lat: _Lat
+    lon: _Lon
+    mental_health: StrictBool = False
+    safety_risk: StrictBool = False
+    weapon: StrictBool = False
+    needs_transport: StrictBool = False
+    priority: StrictInt = Field(2, ge=1, le=5, description="1 (highest) .. 5")
+    neighborhood: str | None = Field(None, max_length=100, description="default: from the location")
+    district: str | None = Field(None, max_length=20, description="default: from the location")
+
+
+class AssignIn(_Model):
+    """A dispatcher's decision: send this team to the call."""
+
+    team_id: str = Field(min_length=1, max_length=80)
+    override: StrictBool = Field(
+        False, description="assign a dispatchable team even if it is not among the suggestions")
+
+
+class AssignmentsIn(_Model):
+    """Waiting calls to assign jointly: ids of recorded calls and/or new calls."""
+
+    call_ids: list[Annotated[str, Field(pattern=_ID_PATTERN)]] = Field(default_factory=list,
+                                                                       max_length=MAX_JOINT_CALLS)
+    calls: list[CallIn] = Field(default_factory=list, max_length=MAX_JOINT_CALLS)
+    dry_run: StrictBool = Field(False, description="compute and return the plan; record and apply nothing")
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+def _error(status: int, detail: str, field_name: str | None, kind: str,
+           headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "field": field_name, "error": kind}, status_code=status,
+                        headers=dict(headers) if headers else None)
+
+
+def _loc_name(loc: Sequence[Any]) -> str:
+    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    if not parts:
+        return "body"
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]" if out else "body"
+        else:
+            out += ("." if out else "") + str(p)
+    return out
+
+
+async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # FastAPI's default handler echoes the input, which may be NaN: not JSON. Name the fields instead.
+    errors = []
+    for e in exc.errors():
+        loc = e.get("loc", ())
+        if e.get("type") == "json_invalid":
+            name, msg = "body", f"invalid JSON: {e.get('ctx', {}).get('error', 'decode error')}"
+        elif tuple(loc) == ("body",) and e.get("type") in ("model_attributes_type", "dict_type", "model_type"):
+            name, msg = "body", "expected a JSON object"
+        else:
+            name, msg = _loc_name(loc), str(e.get("msg", "invalid"))
+        errors.append({"field": name, "message": msg})
+    first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+    body: dict[str, Any] = {"detail": f"{first['field']}: {first['message']}", "field": first["field"],
+                            "error": "InvalidInput"}
+    if len(errors) > 1:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=422)
+
+
+async def _on_domain_error(request: Request, exc: CrisisDispatchError) -> JSONResponse:
+    # A missing data file at request time is the server's state, not the caller's fault, nor a bug.
+    status = 503 if isinstance(exc, DataMissing) else int(getattr(exc, "status_code", 400))
+    return _error(status, exc.message, exc.field, type(exc).__name__)
+
+
+async def _on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    kind = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed"}.get(
+        exc.status_code, "HTTPError")
+    return _error(exc.status_code, str(exc.detail), None, kind, exc.headers)
+
+
+async def _on_bug(request: Request, exc: Exception) -> JSONResponse:
+    state = getattr(request.app.state, "service", None)
+    if state is not None:
+        state.internal_errors += 1
+    # The request line only: headers (the token) and bodies are never logged.
+    _log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error(500, "internal error (logged on the server)", None, "InternalError")
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` with 413, whether declared or streamed.
+
+    A declared ``Content-Length`` over the limit is refused before reading anything; otherwise the body
+    is read (never more than the limit plus one chunk) and replayed to the application, so a chunked
+    upload without a length cannot exhaust memory either.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = int(max_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await self._reject(send, 400, "invalid Content-Length header", "BadRequest")
+                    return
+                if declared > self.max_bytes:
+                    await self._too_large(send)
+                    return
+                # The server delivers exactly the declared length (h11 / httptools enforce it), so a
+                # declared body within the limit needs no counting: the common case costs nothing.
+                await self.app(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went away: nothing to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # later calls wait for the disconnect, as the server's would
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        await self._reject(send, 413, f"request body larger than {self.max_bytes} bytes", "PayloadTooLarge")
+
+    async def _reject(self, send: Send, status: int, detail: str, kind: str) -> None:
+        resp = _error(status, detail, "body", kind, {"Connection": "close"})
+        await send({"type": "http.response.start", "status": status, "headers": resp.raw_headers})
+        await send({"type": "http.response.body", "body": resp.body})
+
+
+# --------------------------------------------------------------------------------------------- auth
+
+_OPEN = Principal(Role.admin, "no-auth")
+
+
+def authorize(request: Request, permission: Permission) -> Principal:
+    """The caller's principal if its bearer token's role grants ``permission``; 401 / 403 otherwise."""
+    state = _state(request)
+    if state.tokens is None:  # serve --no-auth (loopback only)
+        return _OPEN
+    token = parse_bearer(request.headers.get("authorization"))
+    if token is None:
+        raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    principal = state.tokens.lookup(token)
+    if principal is None:
+        raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if not principal.can(permission):
+        raise HTTPException(403, f"role {principal.role.value!r} may not {_VERBS[permission]}")
+    return principal
+
+
+def require(permission: Permission) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency admitting callers whose token's role grants ``permission`` (see :func:`authorize`)."""
+
+    async def dependency(request: Request) -> Principal:
+        return authorize(request, permission)
+
+    return dependency
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _parse_body(model: type[_M], raw: bytes) -> _M:
+    """Validate a JSON body in one pass (pydantic-core parses it); errors as FastAPI's, under ``body``."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors(include_url=False, include_input=False)]
+        raise RequestValidationError(errors) from None
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` for an endpoint that reads its body itself."""
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+_VERBS = {
+    Permission.read: "read fleet, call or coverage data",
+    Permission.position: "report positions",
+    Permission.dispatch: "create calls, assign teams or change statuses",
+}
+
+_Reader = Annotated[Principal, Depends(require(Permission.read))]
+_Dispatcher = Annotated[Principal, Depends(require(Permission.dispatch))]
+_TeamId = Annotated[str, PathParam(min_length=1, max_length=80, description="team id")]
+_CallId = Annotated[str, PathParam(pattern=_ID_PATTERN, description="call id")]
+
+
+# --------------------------------------------------------------------------------------------- views
+
+
+def team_view(ts: TeamState, now: datetime | None = None) -> dict[str, Any]:
+    """A team as the service shows it: its fields, ``status``, and ``position`` {lat, lon, timestamp}."""
+    now = now or datetime.now(UTC)
+    d = ts.to_dict()
+    d["position"] = {"lat": ts.lat, "lon": ts.lon, "timestamp": ts.position_time.isoformat()}
+    d["position_age_s"] = round(ts.position_age_s(now), 1)
+    d["dispatchable"] = ts.status in DISPATCHABLE
+    return d
+
+
+def _position_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"lat": row["lat"], "lon": row["lon"], "timestamp": row["at"], "recorded_at": row["recorded_at"]}
+
+
+def _renamed(exc: CrisisDispatchError, names: Mapping[str, str]) -> CrisisDispatchError:
+    """The same error with its field named as the HTTP body names it (the store says ``at``)."""
+    if exc.field in names:
+        exc.field = names[exc.field]
+    return exc
+
+
+# --------------------------------------------------------------------------------------------- app
+
+
+def create_app(
+    *,
+    db: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    tokens: TokenTable | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    auth: bool = True,
+    fleet: str | os.PathLike[str] | None = None,
+    rules: str | os.PathLike[str] | None = None,
+    network: Any = None,
+    places: Any = None,
+    source: str | None = None,
+    speeds: str | None = None,
+    mode: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    write_group: int = 256,
+) -> FastAPI:
+    """Build the dispatch service.
+
+    Parameters
+    ----------
+    db
+        SQLite database shared with the CLI (default ``$CRISIS_DISPATCH_DB`` or ``./crisis-dispatch.db``).
+    data_dir
+        Real-data directory (default ``$CRISIS_DISPATCH_DATA``).
+    tokens
+        A :class:`TokenTable`, a mapping token → role, or a tokens-file path; default the file named by
+        ``$CRISIS_DISPATCH_TOKENS_FILE``. Read at startup.
+    auth
+        ``False`` admits every request as ``admin`` (``serve --no-auth``, for local use only).
+    fleet, rules
+        Fleet file (used when the database has no teams yet) and triage rules (default ``data/``).
+    network, places
+        Already-loaded objects (tests, embedding); otherwise loaded from ``data_dir`` at startup.
+    source, speeds, mode
+        Road source, speed model and response mode, as for the CLI's network options.
+    max_body_bytes
+        Larger request bodies get 413.
+    write_group
+        At most this many queued writes share one commit (1: a commit per write, the naive way).
+
+    Returns
+    -------
+    FastAPI
+        Start it with ``uvicorn`` (or ``with TestClient(app)``); startup loads everything once.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        state = await run_in_threadpool(_startup, db=db, data_dir=data_dir, tokens=tokens, auth=auth,
+                                        fleet=fleet, rules=rules, network=network, places=places,
+                                        source=source, speeds=speeds, mode=mode, write_group=write_group)
+        app.state.service = state
+        try:
+            yield
+        finally:
+            app.state.service = None
+            state.close()
+
+    app = FastAPI(
+        title="crisis-dispatch",
+        summary="Nearest eligible crisis-response team by road, for CAD systems and vehicle locators.",
+        version="0.1.0",
+        lifespan=lifespan,
+        responses=_ERRORS,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
+    app.add_exception_handler(CrisisDispatchError, _on_domain_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _on_http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _on_bug)
+    _routes(app)
+    return app
+
+
+def _startup(*, db: Any, data_dir: Any, tokens: Any, auth: bool, fleet: Any, rules: Any, network: Any,
+             places: Any, source: Any, speeds: Any, mode: Any, write_group: int) -> ServiceState:
+    from routing.config import resolve_data_dir
+    from routing.triage import load_rules
+
+    table: TokenTable | None
+    if not auth:
+        table = None
+    elif isinstance(tokens, TokenTable):
+        table = tokens
+    elif isinstance(tokens, Mapping):
+        table = TokenTable(tokens, source="<tokens mapping>")
+    elif tokens is not None:
+        table = TokenTable.from_file(tokens)
+    else:
+        table = TokenTable.from_env()
+    started = time.perf_counter()
+    if network is None:
+        from routing.network import load_network
+
+        network = load_network(data_dir, source=source, speeds=speeds)
+        if mode:
+            network = network.with_profile(mode)
+    if places is None:
+        directory = resolve_data_dir(data_dir)
+        if directory is not None:
+            from routing.places import load_places
+
+            places = load_places(directory)
+    rule_set = load_rules(rules)
+    demand = None
+    if places is not None:
+        from routing.coverage import default_demand
+
+        try:  # the incident history behind /coverage: read once here, not on the first request
+            demand = default_demand(network, places, resolve_data_dir(data_dir))
+        except DataMissing as exc:
+            _log.warning("coverage disabled: %s", exc)
+    store = GroupCommitStore(db, fleet=fleet, network=network)
+    _log.info("crisis-dispatch service ready in %.1f s: %d teams, %d road nodes, auth %s",
+              time.perf_counter() - started, len(store.teams()), network.n_nodes,
+              "off" if table is None else ", ".join(f"{n} {r}" for r, n in sorted(table.roles().items())))
+    return ServiceState(store=store, network=network, places=places, rules=rule_set, tokens=table,
+                        demand=demand, write_group=max(1, int(write_group)))
+
+
+def _routes(app: FastAPI) -> None:  # noqa: C901 - one place that lists every endpoint
+    # ---------------------------------------------------------------- health
+    @app.get("/health", tags=["service"], summary="Liveness and readiness (no token)")
+    def health(request: Request) -> dict[str, Any]:
+        state = _state(request)
+        return {"status": "ok", "teams": len(state.store.teams()), "road_nodes": state.network.n_nodes,
+                "uptime_s": round(time.time() - state.started, 1),
+                "writes": state.writer.writes, "commits": state.writer.commits}
+
+    # ---------------------------------------------------------------- teams
+    @app.get("/teams", tags=["teams"], summary="Every team with its status and last position")
+    def list_teams(request: Request, _: _Reader) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        return {"teams": [team_view(ts, now) for ts in _state(request).store.teams()]}
+
+    @app.get("/teams/{team_id}", tags=["teams"], summary="One team with its status and last position")
+    def get_team(request: Request, team_id: _TeamId, _: _Reader) -> dict[str, Any]:
+        return team_view(_state(request).store.team(team_id))
+
+    @app.get("/teams/{team_id}/positions", tags=["teams"], summary="Position history, oldest first")
+    def team_positions(request: Request, team_id: _TeamId, _: _Reader,
+                       limit: Annotated[int | None, Query(ge=1, le=1_000_000)] = None) -> dict[str, Any]:
+        rows = _state(request).store.position_history(team_id, limit=limit)
+        return {"team_id": team_id, "positions": [_position_view(r) for r in rows]}
+
+    @app.get("/teams/{team_id}/statuses", tags=["teams"], summary="Status history, oldest first")
+    def team_statuses(request: Request, team_id: _TeamId, _: _Reader) -> dict[str, Any]:
+        return {"team_id": team_id, "statuses": _state(request).store.status_history(team_id)}
+
+    @app.put("/teams/{team_id}/position", tags=["teams"], summary="Report a position (locator)",
+             openapi_extra=_json_body(PositionIn))
+    async def put_position(request: Request, team_id: _TeamId) -> JSONResponse:
+        # The hottest endpoint (every locator, every few seconds): token and body are checked here rather
+        # than by dependency injection and FastAPI's body handling, which cost a third of its CPU time.
+        who = authorize(request, Permission.position)
+        if not who.may_report_for(team_id):
+            raise HTTPException(403, f"this locator token may not report for team {team_id!r}")
+        body = _parse_body(PositionIn, await request.body())
+        state = _state(request)
+        # The service-area check (a KD-tree query) runs inside report_position before its transaction.
+        try:
+            ts = await state.awrite(state.store.report_position, team_id, body.lat, body.lon, body.timestamp)
+        except CrisisDispatchError as exc:
+            raise _renamed(exc, {"at": "timestamp"}) from None
+        return JSONResponse(team_view(ts))  # already JSON-ready: no response-model pass
+
+    @app.put("/teams/{team_id}/status", tags=["teams"], summary="Change a team's status (dispatcher)")
+    def put_status(request: Request, team_id: _TeamId, body: StatusIn, _: _Dispatcher) -> dict[str, Any]:
+        state = _state(request)
+        try:
+            ts = state.write(state.store.set_status, team_id, body.status, body.timestamp)
+        except CrisisDispatchError as exc:
+            raise _renamed(exc, {"at": "timestamp"}) from None
+        return team_view(ts)
+
+    # ---------------------------------------------------------------- calls
+    @app.post("/calls", status_code=201, tags=["calls"],
+              summary="A new call: ranked suggestions of eligible teams (recorded with the call)")
+    def post_call(request: Request, body: CallIn, _: _Dispatcher,
+                  top: Annotated[int | None, Query(ge=1, le=1000)] = None) -> JSONResponse:
+        from routing.dispatch import decision_inputs, suggest
+        from routing.triage import Call
+
+        state = _state(request)
+        call = Call.from_dict(body.model_dump(exclude_none=True))
+        now = datetime.now(UTC)
+        teams = state.store.teams()  # a WAL snapshot: never waits for a writer
+        result = suggest(call, teams, network=state.network, rules=state.rules, places=state.places,
+                         now=now, top=top)
+        inputs = decision_inputs(teams, network=state.network, rules=state.rules, now=now, top=top)
+        decision_id = state.write(state.store.record_suggestion, result, inputs)
+        out = {"call_id": result.call.call_id, "decision_id": decision_id, **result.to_dict()}
+        return JSONResponse(_finite(out), status_code=201,
+                            headers={"Location": f"/calls/{result.call.call_id}"})
+
+    @app.get("/calls", tags=["calls"], summary="Recorded calls, oldest first")
+    def list_calls(request: Request, _: _Reader,
+                   limit: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> dict[str, Any]:
+        calls = _state(request).store.calls()
+        if limit is not None:
+            calls = calls[-limit:]
+        return {"calls": [c.to_dict() for c in calls]}
+
+    @app.get("/calls/{call_id}", tags=["calls"],
+             summary="A recorded call, its assignments and the suggestions made for it (newest first)")
+    def get_call(request: Request, call_id: _CallId, _: _Reader) -> JSONResponse:
+        store = _state(request).store
+        call = store.call(call_id)
+        suggestions = [{"decision_id": d["id"], "created_at": d["created_at"], **d["result"]}
+                       for d in store.decisions("suggestion", call_id=call_id)]
+        return JSONResponse(_finite({"call": call.to_dict(), "assignments": store.assignments(call_id),
+                                     "suggestions": suggestions}))
+
+    @app.post("/calls/{call_id}/assign", status_code=201, tags=["calls"],
+              summary="Send a team to a recorded call: records the decision, the team goes en route")
+    def assign_call(request: Request, call_id: _CallId, body: AssignIn, _: _Dispatcher) -> JSONResponse:
+        out = _assign_one(_state(request), call_id, body.team_id, override=body.override)
+        return JSONResponse(_finite(out), status_code=201 if out["created"] else 200)
+
+    # ---------------------------------------------------------------- joint assignment
+    @app.post("/assignments", tags=["assignments"],
+              summary="Assign several waiting calls jointly (OR-Tools); records and applies the plan")
+    def post_assignments(request: Request, body: AssignmentsIn, _: _Dispatcher) -> JSONResponse:
+        out = _assign_joint(_state(request), body)
+        return JSONResponse(_finite(out), status_code=200 if body.dry_run else 201)
+
+    @app.get("/assignments", tags=["assignments"], summary="Recorded assignments, oldest first")
+    def list_assignments(request: Request, _: _Reader,
+                         call_id: Annotated[str | None, Query(pattern=_ID_PATTERN)] = None) -> dict[str, Any]:
+        return {"assignments": _state(request).store.assignments(call_id)}
+
+    # ---------------------------------------------------------------- coverage and maps
+    @app.get("/coverage", tags=["analysis"],
+             summary="Share of (mental-health) demand the dispatchable teams reach within a time standard")
+    def get_coverage(request: Request, _: _Reader,
+                     minutes: Annotated[float, Query(gt=0, le=180, allow_inf_nan=False,
+                                                     description="time standard")] = 10.0,
+                     team_type: Annotated[list[TeamType] | None, Query(description="only these types")] = None,
+                     from_staging: Annotated[bool, Query(description="from staging sites, not positions")] = False,
+                     mental_health: Annotated[bool, Query(description="false: leave dedicated cars out")] = True,
+                     geojson: Annotated[bool, Query(description="neighborhoods as a GeoJSON collection")] = False,
+                     ) -> JSONResponse:
+        result = _coverage(_state(request), minutes=minutes, team_types=team_type, from_staging=from_staging,
+                           mental_health=mental_health)
+        return JSONResponse(_finite(result.to_geojson() if geojson else result.to_dict()))
+
+    @app.get("/maps/fleet", tags=["maps"], response_class=HTMLResponse, summary="Fleet map (Folium HTML)")
+    def map_fleet(request: Request, _: _Reader,
+                  offline: Annotated[bool, Query(description="self-contained page, no tiles")] = False
+                  ) -> HTMLResponse:
+        return HTMLResponse(_fleet_map_html(_state(request), offline=offline))
+
+    @app.get("/maps/calls/{call_id}", tags=["maps"], response_class=HTMLResponse,
+             summary="Map of a recorded call and the teams suggested for it now (Folium HTML)")
+    def map_call(request: Request, call_id: _CallId, _: _Reader,
+                 offline: Annotated[bool, Query(description="self-contained page, no tiles")] = False
+                 ) -> HTMLResponse:
+        return HTMLResponse(_call_map_html(_state(request), call_id, offline=offline))
+
+
+# --------------------------------------------------------------------------------------------- actions
+
+
+def _finite(obj: Any) -> Any:
+    """Replace non-finite floats (an unreachable ETA) by None: JSON has no NaN or Infinity."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _assign_one(state: ServiceState, call_id: str, team_id: str, *, override: bool) -> dict[str, Any]:
+    """Record that ``team_id`` goes to ``call_id`` and set the team en route, in one transaction.
+
+    :meth:`Store.assign` re-checks inside its transaction that the team is still dispatchable, so two
+    dispatchers (or the service and a CLI) racing for one team get one success and one 409. A retried
+    request (the team already went to this very call) answers the recorded assignment, ``created: false``.
+    """
+    from routing.dispatch import Assignment, AssignmentResult, decision_inputs, suggest
+
+    store = state.store
+    call = store.call(call_id)  # 404 for an unknown call
+    now = datetime.now(UTC)
+    current = store.team(team_id)  # 404 for an unknown team
+    retried = _already_assigned(state, call_id, team_id, now)
+    if retried is not None:
+        return retried
+    if current.status not in DISPATCHABLE:
+        raise Conflict(f"team {team_id} is {current.status.value}, not dispatchable "
+                       "(available or returning)", field="team_id")
+    # The road search runs here, outside any transaction, on a WAL snapshot; Store.assign re-checks.
+    teams = store.teams()
+    result = suggest(call, teams, network=state.network, rules=state.rules, places=state.places, now=now)
+    snap = next(ts for ts in teams if ts.team_id == team_id)
+    sug = next((s for s in result.suggestions if s.team_id == team_id), None)
+    note = None
+    if sug is not None:
+        assignment = Assignment(call_id, team_id, snap.team.team_type, sug.eta_s, sug.distance_m,
+                                sug.tier, result.tier_index or 0, sug.stale, snap.lat, snap.lon)
+    else:
+        why = next((i for i in result.ineligible if i.team_id == team_id), None)
+        if why is not None and not override:
+            raise Conflict(f"team {team_id} is not suggested for {call_id}: {why.reason}; "
+                           "send \"override\": true to assign it anyway", field="team_id")
+        note = why.reason if why is not None else None
+        assignment = _manual_assignment(state, call, snap, now)
+    plan = AssignmentResult([call], [assignment], [], assignment.eta_s if math.isfinite(assignment.eta_s)
+                            else 0.0, True, "MANUAL" if note is None else "OVERRIDE", 0.0,
+                            state.rules.tier_penalty_s, state.rules.unserved_penalty_s, now)
+    inputs = decision_inputs(teams, network=state.network, rules=state.rules, now=now,
+                             chosen_by="dispatcher", override_reason=note)
+    try:
+        decision_id = state.write(store.assign, plan, [call], inputs, at=now)
+    except Conflict:
+        # Lost a race: to an identical request (answer as a retry), or to another call (the 409 stands).
+        retried = _already_assigned(state, call_id, team_id, now)
+        if retried is not None:
+            return retried
+        raise
+    current = store.team(team_id)
+    return {"created": True, "call_id": call_id, "decision_id": decision_id, "assignment": assignment.to_dict(),
+            "team": team_view(current, now), "override": note,
+            "message": f"{team_id} sent to {call_id}" + (f" (override: {note})" if note else "")}
+
+
+def _already_assigned(state: ServiceState, call_id: str, team_id: str, now: datetime) -> dict[str, Any] | None:
+    """The answer to a retried assignment: the call's latest assignment is this team, still on its way."""
+    previous = state.store.assignments(call_id)
+    if not previous or previous[-1]["team_id"] != team_id:
+        return None
+    current = state.store.team(team_id)
+    if current.status in DISPATCHABLE:  # it went back to service since: a new assignment, not a retry
+        return None
+    return {"created": False, "call_id": call_id, "decision_id": previous[-1]["decision_id"],
+            "assignment": previous[-1], "team": team_view(current, now), "override": None,
+            "message": f"{team_id} was already assigned to {call_id}"}
+
+
+def _manual_assignment(state: ServiceState, call: Any, ts: TeamState, now: datetime) -> Any:
+    """An assignment row for a team outside the suggestions: its own ETA, tier from the rules."""
+    from routing.dispatch import Assignment
+
+    try:
+        eta = float(state.network.eta((ts.lat, ts.lon), (call.lat, call.lon)))
+    except InvalidInput:
+        eta = math.inf
+    tiers = state.rules.tiers_for(call)
+    index = next((i for i, t in enumerate(tiers) if ts.team.team_type in t.team_types), -1)
+    tier = tiers[index].name if index >= 0 else "override"
+    stale = ts.position_age_s(now) > state.rules.stale_after_s
+    return Assignment(call.call_id, ts.team_id, ts.team.team_type, eta, math.nan, tier, index, stale,
+                      ts.lat, ts.lon)
+
+
+def _assign_joint(state: ServiceState, body: AssignmentsIn) -> dict[str, Any]:
+    from routing.dispatch import assign, decision_inputs
+    from routing.triage import Call
+
+    store = state.store
+    if not body.call_ids and not body.calls:
+        raise InvalidInput("give at least one call in 'call_ids' or 'calls'", field="call_ids")
+    if len(body.call_ids) + len(body.calls) > MAX_JOINT_CALLS:
+        raise InvalidInput(f"at most {MAX_JOINT_CALLS} calls at once", field="calls")
+    calls = [store.call(cid) for cid in body.call_ids]
+    for k, c in enumerate(body.calls):
+        try:
+            calls.append(Call.from_dict(c.model_dump(exclude_none=True)))
+        except InvalidInput as exc:
+            raise InvalidInput(f"calls[{k}]: {exc.message}", field=f"calls[{k}].{exc.field}") from None
+    now = datetime.now(UTC)
+    teams = store.teams()
+    result = assign(calls, teams, network=state.network, rules=state.rules, places=state.places, now=now)
+    out: dict[str, Any] = {"dry_run": body.dry_run, "decision_id": None, **result.to_dict()}
+    if body.dry_run:
+        return out
+    # One transaction records the plan and sends its teams en route, provided none of them changed
+    # (status or position) since the snapshot the plan was computed from.
+    inputs = decision_inputs(teams, network=state.network, rules=state.rules, now=now, chosen_by="joint")
+    out["decision_id"] = state.write(store.assign, result, result.calls, inputs, at=now,
+                                     unchanged={ts.team_id: ts for ts in teams})
+    return out
+
+
+def _coverage(state: ServiceState, *, minutes: float, team_types: Sequence[TeamType] | None, from_staging: bool,
+              mental_health: bool) -> Any:
+    from routing.coverage import fleet_coverage
+
+    if state.places is None or state.demand is None:
+        raise DataMissing("coverage needs the places and incident data of a data directory (--data)")
+    now = datetime.now(UTC)
+    return fleet_coverage(state.store.teams(), network=state.network, places=state.places, minutes=minutes,
+                          team_types=[t.value for t in team_types] if team_types else None, demand=state.demand,
+                          from_staging=from_staging, at=now, mental_health=mental_health)
+
+
+def _fleet_map_html(state: ServiceState, *, offline: bool) -> str:
+    from maps.fleet import fleet_map
+
+    m = fleet_map(state.store.teams(), places=state.places, net=state.network, now=datetime.now(UTC),
+                  offline=offline, stale_after_s=state.rules.stale_after_s)
+    return m.get_root().render()
+
+
+def _call_map_html(state: ServiceState, call_id: str, *, offline: bool) -> str:
+    from maps.dispatch import dispatch_map
+    from routing.dispatch import suggest
+
+    call = state.store.call(call_id)  # 404 first
+    now = datetime.now(UTC)
+    teams = state.store.teams()
+    result = suggest(call, teams, network=state.network, rules=state.rules, places=state.places, now=now)
+    m = dispatch_map(result, network=state.network, teams=teams, places=state.places, offline=offline, now=now,
+                     title=f"Call {call_id}: teams that can come now")
+    return m.get_root().render()

@@ -1,0 +1,1328 @@
+"""Discrete-event simulation of calls and teams, to compare response policies over days to a year.
+
+Calls arrive (from the demand model, or replayed from a file), are triaged and dispatched by the live
+system's own code (:func:`routing.dispatch.suggest` for each new call, :func:`routing.dispatch.assign`
+when several waiting calls compete for a team that has just become free), and teams drive over the
+road network, work on scene, may transport the patient to the nearest acute-care hospital, and drive
+back to their staging site. A team driving back is ``returning``: dispatch may send it from its current
+position, interpolated along its route.
+
+Events, kept in one heap ordered by (time, sequence number):
+
+``arrival``       a call comes in: suggest; the best team goes ``en_route``, or the call waits
+``on_scene``      the team arrives (response time = arrival on scene - call received)
+``clear``         scene work done: ``transporting`` if the call needs transport and the team can carry
+                  a patient, else ``returning``
+``handoff``       the patient is handed over at the hospital: ``returning``
+``at_base``       back at the staging site: ``available``
+``shift_start``   a team comes on shift (waiting calls are offered to it)
+``abandon``       a call has waited ``max_wait_s`` with no eligible team free: reported unserved
+
+Dispatch is shown the teams that could take the call at all (dispatchable, of a type in one of the
+call's tiers): it would report the others as ``busy`` or ``wrong_type`` and never choose them, so the
+decision is the same and the run is faster. Whenever a team becomes dispatchable (``returning``) or
+comes on shift, the waiting calls it could serve are dispatched again (one call: ``suggest``; several:
+``assign``, jointly). A call is unserved only by abandonment, by a location off the road network, or
+by still waiting when the run ends.
+
+Drives use the speed model's response mode (``emergent`` for priority-1 calls, ``non_emergent`` for
+the others, for transports and for the way back) and its hour-of-day factor at the time of departure.
+
+Randomness (``numpy.random.Generator`` seeded from ``seed``) is drawn per call, in call order, before the
+run: arrivals, locations and flags from one stream, service-time scores from another. A policy change
+therefore meets exactly the same calls with the same "difficulty" (common random numbers): a call's
+on-scene time is the same quantile of whichever team type serves it. Nothing depends on the wall clock
+or on dict/set iteration order; wall-clock figures live only under the result's ``run`` key.
+
+Arrival model (:func:`load_arrival_model`): :mod:`routing.demand`'s demand surfaces and hour-of-day
+profiles, built from the citywide 2023 Q1 mental-health-proxy incident reports, give Poisson rates by
+local hour of day and neighborhood, for three streams: ``mh`` (every proxy class: SOURCES.md notes the
+proxy's neighbourhood ranking matches the city's statement on 2020 mental-health calls), ``medical``
+(SICK ASSIST, drug-related SICK ASSIST, SICK/INJURED/MEDICAL) and ``other`` (INVESTIGATE PERSON). A
+call is placed at a network node of its neighborhood drawn by demand weight. Weekday and season are not
+modelled. Volumes and class shares are :class:`CallMix` parameters with their sources.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import gzip
+import heapq
+import io
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from scipy.sparse.csgraph import dijkstra
+
+from routing.dispatch import assign, suggest
+from routing.errors import InvalidInput
+from routing.fleet import DEFAULT_TIMEZONE, DISPATCHABLE, TRANSITIONS, TeamState, TeamStatus, TeamType
+from routing.policy import Policy
+from routing.triage import Call, calls_from_records
+
+S = TeamStatus
+TZ = ZoneInfo(DEFAULT_TIMEZONE)
+DAY_S = 86_400.0
+#: Calls of these priorities are answered with lights and sirens (``emergent`` speed profile).
+EMERGENT_PRIORITIES: tuple[int, ...] = (1,)
+DEFAULT_MAX_WAIT_S = 2 * 3600.0
+#: At most this many waiting calls go into one joint assignment (the most urgent, oldest first).
+_BATCH = 16
+
+_ARRIVAL, _ON_SCENE, _CLEAR, _HANDOFF, _AT_BASE, _SHIFT_START, _ABANDON = range(7)
+_BUSY = (S.en_route, S.on_scene, S.transporting)
+_DISPATCHABLE = DISPATCHABLE
+_STATUS_INDEX = {s: i for i, s in enumerate(TeamStatus)}
+_MEDICAL_CLASSES = ("sick_assist", "sick_assist_drug", "medical_person")
+
+
+# ------------------------------------------------------------------------------------------ demand
+
+
+@dataclass(frozen=True)
+class CallMix:
+    """Volumes and class shares of simulated calls (defaults with sources).
+
+    Attributes
+    ----------
+    mh_per_year
+        Mental-health calls a year: ">10,000 mental-health calls placed to 911 in Boston" in 2020
+        (City of Boston press release 2021-08-05, ``published_figures.csv``).
+    mh_risk_share
+        Share of mental-health calls with a safety risk (co-response first, then police). Assumption:
+        Boston has published no split; a quarter to a third is the range reported by US alternative-
+        response programmes that screen calls for risk.
+    mh_weapon_share
+        Share of mental-health calls with a weapon (counted inside ``mh_risk_share``). Assumption.
+    mh_transport_share
+        Share of mental-health calls without a safety risk that need transport. Assumption.
+    medical_per_year
+        Non-mental-health medical calls a year: SICK ASSIST 28,121 + SICK/INJURED/MEDICAL 8,161 + SICK
+        ASSIST - DRUG RELATED 3,691 over 2020-01-01 .. 2025-01-11 (5.03 years,
+        ``offense_description_counts_citywide_2020-2025.csv``) = 7,900 a year.
+    medical_transport_share
+        Share of medical calls transported: Boston EMS transported 85,697 patients (2018) of 126,562
+        incidents (2017) = 0.68 (``published_figures.csv``).
+    other_per_year
+        Other police-led calls a year: INVESTIGATE PERSON 35,196 over the same 5.03 years = 7,000.
+        They load the police fallback units that mental-health calls with a risk may fall back to.
+    other_risk_share
+        Share of the other calls flagged ``safety_risk`` (the default rules then send police first;
+        without the flag, police or EMS, whichever is nearer).
+    scale
+        Multiplies every volume (``0.5`` = half the calls).
+    """
+
+    mh_per_year: float = 10_000.0
+    mh_risk_share: float = 0.30
+    mh_weapon_share: float = 0.05
+    mh_transport_share: float = 0.15
+    medical_per_year: float = 7_900.0
+    medical_transport_share: float = 0.68
+    other_per_year: float = 7_000.0
+    other_risk_share: float = 1.0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("mh_per_year", "medical_per_year", "other_per_year", "scale"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise InvalidInput(f"{name} must be a non-negative number, got {v!r}", field=name)
+        for name in ("mh_risk_share", "mh_weapon_share", "mh_transport_share", "medical_transport_share",
+                     "other_risk_share"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise InvalidInput(f"{name} must be a share between 0 and 1, got {v!r}", field=name)
+        if self.mh_weapon_share > self.mh_risk_share:
+            raise InvalidInput("mh_weapon_share must not exceed mh_risk_share (weapon calls are risk calls)",
+                               field="mh_weapon_share")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+_STREAM_CLASSES: dict[str, tuple[str, ...] | None] = {
+    "mh": None,  # every proxy class (routing.demand.MH_CLASSES)
+    "medical": _MEDICAL_CLASSES,
+    "other": ("investigate_person",),
+}
+
+
+@dataclass
+class ArrivalModel:
+    """Where and when calls happen, per stream (``mh``, ``medical``, ``other``).
+
+    Built by :func:`load_arrival_model` from :mod:`routing.demand`. For each stream:
+
+    - ``neighborhoods`` (K names) and ``per_hour`` (24 x K): the share of a year's calls expected in
+      each local hour of an average day in each neighborhood (``per_hour.sum() == 1 / 365``);
+    - ``nodes`` and ``cum``: per neighborhood, the network nodes with demand and the cumulative
+      probabilities of their demand weights, to place each call.
+    """
+
+    streams: dict[str, dict[str, Any]]
+    node_lat: np.ndarray
+    node_lon: np.ndarray
+    node_district: dict[int, str | None]
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source,
+                "neighborhoods": {k: len(v["neighborhoods"]) for k, v in self.streams.items()},
+                "hour_shares": {k: [round(float(x) * 365, 5) for x in v["per_hour"].sum(axis=1)]
+                                for k, v in self.streams.items()}}
+
+
+_MODEL_CACHE: dict[tuple[Any, ...], tuple[Any, Any, ArrivalModel]] = {}
+
+
+def load_arrival_model(data_dir: str | os.PathLike[str], *, network: Any, places: Any,
+                       bandwidth_m: float | None = None) -> ArrivalModel:
+    """The arrival model: demand surfaces and hour-of-day profiles from :mod:`routing.demand`.
+
+    Each stream uses the proxy classes of its kind (mental health: all of them; medical: SICK ASSIST,
+    drug-related SICK ASSIST, SICK/INJURED/MEDICAL; other: INVESTIGATE PERSON) from the citywide 2023 Q1
+    incident reports: :func:`routing.demand.load_demand` (spatial shares, kernel-smoothed over nearby
+    nodes) and :func:`routing.demand.hourly_profile` (local hour, per neighborhood, date-only records
+    left out), combined by :func:`routing.demand.arrival_rates` into rates per hour x neighborhood.
+
+    Parameters
+    ----------
+    data_dir
+        The real-data directory.
+    network, places
+        The road network and Boston's places.
+    bandwidth_m
+        Kernel bandwidth of the demand surfaces (default: :mod:`routing.demand`'s).
+
+    Raises
+    ------
+    DataMissing
+        If the incident file is missing.
+    """
+    from routing import demand
+
+    key = (str(Path(data_dir).resolve()), id(network), id(places), bandwidth_m)
+    hit = _MODEL_CACHE.get(key)
+    if hit is not None and hit[0] is network and hit[1] is places:
+        return hit[2]
+    kw = {} if bandwidth_m is None else {"bandwidth_m": bandwidth_m}
+    streams: dict[str, dict[str, Any]] = {}
+    used: set[int] = set()
+    descriptions = []
+    for name, classes in _STREAM_CLASSES.items():
+        surface = demand.load_demand(network, places, data_dir=data_dir, annual_total=1.0, classes=classes, **kw)
+        profile = demand.hourly_profile(data_dir, classes=classes)
+        rates = demand.arrival_rates(surface, profile)
+        labels = surface.node_neighborhood
+        nodes, cums = [], []
+        for nbhd in rates.neighborhoods:
+            idx = np.flatnonzero((labels == nbhd) & (surface.weights > 0))
+            w = surface.weights[idx]
+            nodes.append(idx)
+            cums.append(np.cumsum(w) / w.sum() if len(idx) else np.zeros(0))
+            used.update(idx.tolist())
+        per_hour = rates.per_hour.copy()
+        per_hour[:, [len(n) == 0 for n in nodes]] = 0.0  # a neighborhood without nodes gets no calls
+        streams[name] = {"neighborhoods": list(rates.neighborhoods), "per_hour": per_hour, "nodes": nodes,
+                         "cum": cums}
+        descriptions.append(f"{name}: {surface.description}")
+    ordered = np.array(sorted(used), dtype=np.int64)
+    _, districts = places.locate_many(network.lat[ordered], network.lon[ordered])
+    node_district = {int(n): d for n, d in zip(ordered.tolist(), districts.tolist(), strict=True)}
+    model = ArrivalModel(streams, network.lat, network.lon, node_district, "; ".join(descriptions))
+    if len(_MODEL_CACHE) >= 4:
+        _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
+    _MODEL_CACHE[key] = (network, places, model)  # the model is read-only once built
+    return model
+
+
+def generate_calls(model: ArrivalModel, mix: CallMix | None = None, *, start: datetime, days: float,
+                   seed: int = 0) -> list[Call]:
+    """Draw calls over ``days`` from ``start``: Poisson by local hour of day, neighborhood and stream.
+
+    Parameters
+    ----------
+    model
+        From :func:`load_arrival_model`.
+    mix
+        Volumes and shares (default :class:`CallMix`).
+    start
+        Start of the period (tz-aware).
+    days
+        Length of the period.
+    seed
+        Random seed; the same seed gives the same calls.
+
+    Returns
+    -------
+    list[Call]
+        In time order, ids ``sim-000001``..., at network nodes, with neighborhood and district filled in.
+    """
+    mix = mix or CallMix()
+    start = _aware(start, "start")
+    _check_days(days)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+    n_hours = int(math.ceil(days * 24))
+    horizon = days * DAY_S
+    starts = np.arange(n_hours) * 3600.0
+    # Local hour of every simulated hour: daylight-saving days simply have 23 or 25 of them.
+    local_hours = np.array([(start + timedelta(seconds=float(x))).astimezone(TZ).hour for x in starts])
+    per_year = {"mh": mix.mh_per_year, "medical": mix.medical_per_year, "other": mix.other_per_year}
+    names = tuple(_STREAM_CLASSES)
+    times, stream_of, nodes_of = [], [], []
+    nbhd_of: list[np.ndarray] = []
+    for k, name in enumerate(names):
+        stream = model.streams[name]
+        volume = per_year[name] * mix.scale
+        if volume <= 0:
+            continue
+        counts = rng.poisson(volume * stream["per_hour"][local_hours])  # (n_hours, K)
+        hour_idx, nb_idx = np.nonzero(counts)
+        reps = counts[hour_idx, nb_idx]
+        slot = np.repeat(hour_idx, reps)
+        nb = np.repeat(nb_idx, reps)
+        t = starts[slot] + rng.uniform(0.0, 3600.0, len(slot))
+        u = rng.uniform(size=len(slot))
+        node = np.empty(len(slot), dtype=np.int64)
+        for j in np.unique(nb).tolist():
+            sel = nb == j
+            cum = stream["cum"][j]
+            node[sel] = stream["nodes"][j][np.minimum(np.searchsorted(cum, u[sel], side="right"), len(cum) - 1)]
+        keep = t < horizon
+        times.append(t[keep])
+        stream_of.append(np.full(int(keep.sum()), k))
+        nodes_of.append(node[keep])
+        nbhd_of.append(nb[keep])
+    if not times:
+        return []
+    t_all = np.concatenate(times)
+    s_all = np.concatenate(stream_of)
+    n_all = np.concatenate(nodes_of)
+    b_all = np.concatenate(nbhd_of)
+    order = np.lexsort((n_all, s_all, t_all))
+    u = rng.uniform(size=(len(order), 3))
+    calls = []
+    for n, idx in enumerate(order.tolist(), start=1):
+        name = names[s_all[idx]]
+        node = int(n_all[idx])
+        flags = _flags(name, mix, *u[n - 1])
+        calls.append(Call(f"sim-{n:06d}", start + timedelta(seconds=float(t_all[idx])), float(model.node_lat[node]),
+                          float(model.node_lon[node]), neighborhood=model.streams[name]["neighborhoods"][b_all[idx]],
+                          district=model.node_district.get(node), **flags))
+    return calls
+
+
+def _flags(stream: str, mix: CallMix, u1: float, u2: float, u3: float) -> dict[str, Any]:
+    """Triage flags of a drawn call, from three uniforms (priority 1 = lights and sirens)."""
+    if stream == "mh":
+        weapon = u1 < mix.mh_weapon_share
+        risk = u1 < mix.mh_risk_share
+        transport = (not risk) and u2 < mix.mh_transport_share
+        return {"mental_health": True, "safety_risk": risk, "weapon": weapon, "needs_transport": transport,
+                "priority": 1 if risk else 2}
+    if stream == "medical":
+        return {"needs_transport": u1 < mix.medical_transport_share, "priority": 1}
+    return {"safety_risk": u1 < mix.other_risk_share, "priority": 3}
+
+
+# ------------------------------------------------------------------------------------------ replay
+
+_INCIDENT_CLASSES = (
+    (re.compile(r"SUICIDE"), "suicide_attempt"),
+    (re.compile(r"INVESTIGATE PERSON"), "investigate_person"),
+    (re.compile(r"DRUG.*SICK|SICK.*DRUG"), "sick_assist_drug"),
+    (re.compile(r"SICK ASSIST"), "sick_assist"),
+    (re.compile(r"SICK/INJURED/MEDICAL"), "medical_person"),
+)
+
+
+@dataclass
+class ReplayedCalls:
+    """Calls read from a file, and what was left out."""
+
+    calls: list[Call]
+    source: str
+    format: str
+    skipped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "format": self.format, "calls": len(self.calls), "skipped": self.skipped}
+
+
+def read_calls_file(path: str | os.PathLike[str], *, places: Any = None, mix: CallMix | None = None,
+                    seed: int = 0) -> ReplayedCalls:
+    """Read timestamped calls to replay.
+
+    Two formats:
+
+    - calls as :meth:`routing.triage.Call.from_dict` reads them, in ``.json`` (a list, or
+      ``{"calls": [...]}``), ``.jsonl`` or ``.csv`` (optionally ``.gz``); ``received`` needs a UTC offset;
+    - BPD incident reports (columns ``OCCURRED_ON_DATE``, ``Lat``, ``Long``, ``OFFENSE_DESCRIPTION``;
+      ``mh_class`` when present), such as the files in ``boston-context``. Their clock times are local
+      Boston time (the export's ``+00`` suffix is not a real offset: the hourly counts peak in the local
+      afternoon). INVESTIGATE PERSON and SUICIDE rows become mental-health calls, SICK ASSIST and
+      SICK/INJURED/MEDICAL rows medical calls; other rows and rows without coordinates are skipped.
+      Incident reports carry no triage flags, so risk, weapon and transport are drawn from ``mix``
+      shares with ``seed`` (suicide attempts: risk and transport).
+
+    Raises
+    ------
+    InvalidInput
+        Unreadable file, unknown format, a bad record (with its line number).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInput(f"calls file not found: {p}", field="calls")
+    name = p.name.lower()
+    opener = gzip.open if name.endswith(".gz") else open
+    stem = name[:-3] if name.endswith(".gz") else name
+    try:
+        with opener(p, "rt", encoding="utf-8", newline="") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise InvalidInput(f"cannot read calls file {p}: {exc}", field="calls") from None
+    if stem.endswith(".json"):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"{p}: not JSON: {exc}", field="calls") from None
+        records = doc.get("calls") if isinstance(doc, dict) else doc
+        if not isinstance(records, list):
+            raise InvalidInput(f"{p}: expected a list of calls or {{\"calls\": [...]}}", field="calls")
+        calls = calls_from_records(records, first_line=1)
+        return ReplayedCalls(_locate(calls, places), str(p), "calls-json")
+    if stem.endswith(".jsonl"):
+        records = []
+        for i, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise InvalidInput(f"{p} line {i}: not JSON: {exc}", field="calls") from None
+        return ReplayedCalls(_locate(calls_from_records(records), places), str(p), "calls-jsonl")
+    if not stem.endswith(".csv"):
+        raise InvalidInput(f"{p}: calls file must be .json, .jsonl or .csv (optionally .gz)", field="calls")
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    if {"OCCURRED_ON_DATE", "Lat", "Long"} <= set(header):
+        return _read_incidents(list(reader), str(p), places, mix or CallMix(), seed)
+    calls = calls_from_records(list(reader), first_line=2)
+    return ReplayedCalls(_locate(calls, places), str(p), "calls-csv")
+
+
+def _read_incidents(rows: list[dict[str, str]], source: str, places: Any, mix: CallMix,
+                    seed: int) -> ReplayedCalls:
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
+    u = rng.uniform(size=(len(rows), 3))
+    calls: list[Call] = []
+    skipped = 0
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        klass = (row.get("mh_class") or "").strip() or _incident_class(row.get("OFFENSE_DESCRIPTION", ""))
+        try:
+            lat, lon = float(row["Lat"]), float(row["Long"])
+            local = datetime.strptime(row["OCCURRED_ON_DATE"][:19], "%Y-%m-%d %H:%M:%S")
+        except (TypeError, ValueError):
+            klass = None
+        if klass is None or not (math.isfinite(lat) and math.isfinite(lon)):
+            skipped += 1
+            continue
+        if klass == "suicide_attempt":
+            flags = {"mental_health": True, "safety_risk": True, "needs_transport": True, "priority": 1}
+        elif klass == "investigate_person":
+            flags = _flags("mh", mix, *u[i])
+        else:
+            flags = _flags("medical", mix, *u[i])
+        base = f"inc-{row.get('INCIDENT_NUMBER') or i + 2}"
+        call_id, k = base, 1
+        while call_id in seen:  # one incident number can have several offence rows
+            k += 1
+            call_id = f"{base}-{k}"
+        seen.add(call_id)
+        calls.append(Call(call_id, local.replace(tzinfo=TZ).astimezone(UTC), lat, lon, **flags))
+    calls.sort(key=lambda c: (c.received, c.call_id))
+    return ReplayedCalls(_locate(calls, places), source, "incidents", skipped)
+
+
+def _incident_class(description: str) -> str | None:
+    text = " ".join(str(description).upper().split())
+    for pattern, klass in _INCIDENT_CLASSES:
+        if pattern.search(text):
+            return klass
+    return None
+
+
+def _locate(calls: list[Call], places: Any) -> list[Call]:
+    if places is None or not calls:
+        return calls
+    nb, di = places.locate_many(np.array([c.lat for c in calls]), np.array([c.lon for c in calls]))
+    return [replace(c, neighborhood=c.neighborhood or n, district=c.district or d)
+            for c, n, d in zip(calls, nb, di, strict=True)]
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class CallOutcome:
+    """What happened to one call (times in seconds from the start of the run)."""
+
+    call_id: str
+    klass: str
+    mental_health: bool
+    neighborhood: str | None
+    received_s: float
+    served: bool
+    team_id: str | None = None
+    team_type: str | None = None
+    tier_index: int | None = None
+    preferred: bool | None = None
+    dispatched_s: float | None = None
+    on_scene_s: float | None = None
+    clear_s: float | None = None
+    free_s: float | None = None
+    queued: bool = False
+    transported_to: str | None = None
+    transport_missed: bool = False
+    unserved_reason: str | None = None
+
+    @property
+    def response_s(self) -> float | None:
+        """Call received → team on scene."""
+        return None if self.on_scene_s is None else self.on_scene_s - self.received_s
+
+    @property
+    def wait_s(self) -> float | None:
+        """Call received → team dispatched (0 when a team was free)."""
+        return None if self.dispatched_s is None else self.dispatched_s - self.received_s
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["response_s"] = self.response_s
+        d["wait_s"] = self.wait_s
+        return d
+
+
+@dataclass
+class TeamUsage:
+    """Time a team spent in each status inside the simulated period, and the calls it took."""
+
+    team_id: str
+    team_type: str
+    on_shift_s: float
+    status_s: dict[str, float]
+    calls: int
+
+    @property
+    def busy_s(self) -> float:
+        """En route, on scene or transporting."""
+        return sum(self.status_s.get(s.value, 0.0) for s in _BUSY)
+
+    @property
+    def utilisation(self) -> float:
+        """Busy time / on-shift time (a call that runs past the end of a shift can push it above 1)."""
+        return self.busy_s / self.on_shift_s if self.on_shift_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"team_type": self.team_type, "calls": self.calls, "on_shift_h": _r(self.on_shift_s / 3600, 2),
+                "busy_h": _r(self.busy_s / 3600, 2),
+                "returning_h": _r(self.status_s.get(S.returning.value, 0.0) / 3600, 2),
+                "utilisation": _r(self.utilisation, 4)}
+
+
+@dataclass
+class SimulationResult:
+    """Outcome of one simulated run: per-call outcomes, per-team usage and summaries.
+
+    ``to_dict()`` holds the summaries; everything in it but ``run`` is a pure function of the inputs and
+    the seed.
+    """
+
+    policy: Policy
+    start: datetime
+    days: float
+    seed: int
+    outcomes: list[CallOutcome]
+    usage: list[TeamUsage]
+    events: int
+    max_queue: int
+    scenario: dict[str, Any]
+    wall_s: float
+    trace: list[tuple[float, str, str, str, str | None]] | None = None
+    places: Any = field(default=None, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """Every figure except wall-clock ones."""
+        return _summarise(self)
+
+    def to_geojson(self) -> dict[str, Any]:
+        """Neighborhood polygons (lon/lat) with their response-time figures, for a map.
+
+        Raises
+        ------
+        InvalidInput
+            If the run had no ``places`` (no neighborhood polygons to draw).
+        """
+        if self.places is None:
+            raise InvalidInput("this run has no places: pass places= to simulate() for a map", field="places")
+        import shapely
+
+        all_calls = _grouped([o for o in self.outcomes if o.served], lambda o: o.neighborhood)
+        mh = _grouped([o for o in self.outcomes if o.served and o.mental_health], lambda o: o.neighborhood)
+        totals: dict[str, int] = {}
+        for o in self.outcomes:
+            totals[o.neighborhood or "(unknown)"] = totals.get(o.neighborhood or "(unknown)", 0) + 1
+        features = []
+        for name in sorted(self.places.neighborhoods):
+            geom = self.places.neighborhoods[name]
+            stats = all_calls.get(name, _stats([]))
+            mh_stats = mh.get(name, _stats([]))
+            features.append({"type": "Feature", "geometry": json.loads(shapely.to_geojson(geom)), "properties": {
+                "neighborhood": name, "policy": self.policy.name, "calls": totals.get(name, 0),
+                "response_median_s": stats["median_s"], "response_p90_s": stats["p90_s"],
+                "mh_calls_served": mh_stats["n"], "mh_response_median_s": mh_stats["median_s"],
+                "mh_response_p90_s": mh_stats["p90_s"]}})
+        return {"type": "FeatureCollection", "features": features}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.summary()
+        d["run"] = {"wall_s": round(self.wall_s, 3),
+                    "events_per_s": round(self.events / self.wall_s, 1) if self.wall_s > 0 else None}
+        return d
+
+
+@dataclass
+class ComparisonResult:
+    """Several policies run on the same calls with the same seed."""
+
+    results: list[SimulationResult]
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policies": [r.summary() for r in self.results],
+            "run": {"wall_s": round(self.wall_s, 3),
+                    "per_policy_wall_s": {r.policy.name: round(r.wall_s, 3) for r in self.results}},
+        }
+
+
+def _r(x: float | None, nd: int = 1) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), nd)
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    if not len(values):
+        return {"n": 0, "median_s": None, "p90_s": None, "mean_s": None, "max_s": None}
+    a = np.asarray(values, dtype=float)
+    return {"n": int(len(a)), "median_s": _r(np.percentile(a, 50)), "p90_s": _r(np.percentile(a, 90)),
+            "mean_s": _r(a.mean()), "max_s": _r(a.max())}
+
+
+def _grouped(outcomes: Sequence[CallOutcome], key: Callable[[CallOutcome], str | None]) -> dict[str, Any]:
+    groups: dict[str, list[float]] = {}
+    for o in outcomes:
+        if o.response_s is not None:
+            groups.setdefault(key(o) or "(unknown)", []).append(o.response_s)
+    return {k: _stats(groups[k]) for k in sorted(groups)}
+
+
+def _summarise(res: SimulationResult) -> dict[str, Any]:
+    outs = res.outcomes
+    served = [o for o in outs if o.served]
+    by_class: dict[str, dict[str, int]] = {}
+    for o in outs:
+        c = by_class.setdefault(o.klass, {"calls": 0, "served": 0, "unserved": 0})
+        c["calls"] += 1
+        c["served" if o.served else "unserved"] += 1
+    reasons: dict[str, int] = {}
+    for o in outs:
+        if not o.served:
+            reasons[o.unserved_reason or "?"] = reasons.get(o.unserved_reason or "?", 0) + 1
+    mh = [o for o in outs if o.mental_health]
+    mh_served = [o for o in mh if o.served]
+    mh_types: dict[str, int] = {}
+    for o in mh_served:
+        mh_types[o.team_type or "?"] = mh_types.get(o.team_type or "?", 0) + 1
+    queued = [o for o in outs if o.queued]
+    waits = [o.wait_s for o in queued if o.wait_s is not None]
+    usage = {u.team_id: u.to_dict() for u in res.usage}
+    by_type: dict[str, dict[str, float]] = {}
+    for u in res.usage:
+        t = by_type.setdefault(u.team_type, {"teams": 0, "calls": 0, "busy_s": 0.0, "on_shift_s": 0.0})
+        t["teams"] += 1
+        t["calls"] += u.calls
+        t["busy_s"] += u.busy_s
+        t["on_shift_s"] += u.on_shift_s
+    usage_by_type = {k: {"teams": v["teams"], "calls": v["calls"], "busy_h": _r(v["busy_s"] / 3600, 2),
+                         "on_shift_h": _r(v["on_shift_s"] / 3600, 2),
+                         "utilisation": _r(v["busy_s"] / v["on_shift_s"], 4) if v["on_shift_s"] else None}
+                     for k, v in sorted(by_type.items())}
+    n_mh = len(mh)
+    transported = [o for o in served if o.transported_to]
+    return {
+        "policy": res.policy.to_dict(),
+        "scenario": {"start": res.start.astimezone(TZ).isoformat(), "days": res.days, "seed": res.seed, **res.scenario},
+        "calls": {
+            "total": len(outs), "served": len(served), "unserved": len(outs) - len(served),
+            "by_class": dict(sorted(by_class.items())),
+            "unserved_reasons": dict(sorted(reasons.items())),
+            "transported": len(transported),
+            "transport_missed": sum(1 for o in served if o.transport_missed),
+        },
+        "response_time": {
+            "overall": _stats([o.response_s for o in served if o.response_s is not None]),
+            "by_team_type": _grouped(served, lambda o: o.team_type),
+            "by_neighborhood": _grouped(served, lambda o: o.neighborhood),
+            "by_class": _grouped(served, lambda o: o.klass),
+        },
+        "mental_health": {
+            "calls": n_mh,
+            "served": len(mh_served),
+            "response_time": _stats([o.response_s for o in mh_served if o.response_s is not None]),
+            "preferred_share": _r(sum(1 for o in mh_served if o.preferred) / n_mh, 4) if n_mh else None,
+            "police_share": _r(mh_types.get(TeamType.police.value, 0) / n_mh, 4) if n_mh else None,
+            "fell_back_share": _r(sum(1 for o in mh_served if not o.preferred) / n_mh, 4) if n_mh else None,
+            "by_team_type": dict(sorted(mh_types.items())),
+        },
+        "queue": {
+            "queued_calls": len(queued),
+            "queued_share": _r(len(queued) / len(outs), 4) if outs else None,
+            "wait": _stats(waits),
+            "max_length": res.max_queue,
+        },
+        "utilisation": {"by_team": usage, "by_team_type": usage_by_type},
+        "events": res.events,
+    }
+
+
+# ------------------------------------------------------------------------------------------ the engine
+
+
+@dataclass
+class _Trip:
+    """A drive back to base: off-network leg, path nodes with arrival offsets, final leg."""
+
+    t0: float
+    origin: tuple[float, float]
+    first_leg_s: float
+    node: int  # first network node
+    to_base: np.ndarray  # seconds from every node to the base node
+    pred: np.ndarray  # next node toward the base
+    base_node: int
+    end_s: float
+    path: list[int] | None = None
+    offsets: list[float] | None = None
+
+    def position(self, t: float, lat: np.ndarray, lon: np.ndarray, base: tuple[float, float]
+                 ) -> tuple[float, float]:
+        """(lat, lon) at time ``t``: on the first leg, along the path, or on the last leg."""
+        e = t - self.t0
+        if e >= self.end_s - self.t0:
+            return base
+        node_lat, node_lon = float(lat[self.node]), float(lon[self.node])
+        if e < self.first_leg_s:
+            f = e / self.first_leg_s
+            return (self.origin[0] + (node_lat - self.origin[0]) * f, self.origin[1] + (node_lon - self.origin[1]) * f)
+        if self.path is None:
+            path = [self.node]
+            while path[-1] != self.base_node:
+                path.append(int(self.pred[path[-1]]))
+            start = float(self.to_base[self.node])
+            self.path = path
+            self.offsets = [self.first_leg_s + start - float(self.to_base[v]) for v in path]
+        offsets = self.offsets
+        k = bisect.bisect_right(offsets, e) - 1  # type: ignore[arg-type]
+        path = self.path
+        if k >= len(path) - 1:  # past the last node: on the leg to the base point
+            last = path[-1]
+            span = (self.end_s - self.t0) - offsets[-1]  # type: ignore[index]
+            f = (e - offsets[-1]) / span if span > 0 else 1.0  # type: ignore[index]
+            return (float(lat[last]) + (base[0] - float(lat[last])) * f,
+                    float(lon[last]) + (base[1] - float(lon[last])) * f)
+        a, b = path[k], path[k + 1]
+        span = offsets[k + 1] - offsets[k]  # type: ignore[index]
+        f = (e - offsets[k]) / span if span > 0 else 0.0  # type: ignore[index]
+        return (float(lat[a]) + (float(lat[b]) - float(lat[a])) * f,
+                float(lon[a]) + (float(lon[b]) - float(lon[a])) * f)
+
+
+class _Simulator:
+    def __init__(self, policy: Policy, calls: Sequence[Call], *, network: Any, places: Any, start: datetime,
+                 end: datetime, seed: int, max_wait_s: float | None, hospitals: Sequence[tuple[str, float, float]],
+                 emergent_priorities: Sequence[int], time_of_day: bool,
+                 progress: Callable[[float], None] | None, trace: bool) -> None:
+        self.policy = policy
+        self.rules = policy.rules
+        self.network = network
+        self.places = places
+        self.start = start
+        self.horizon = (end - start).total_seconds()
+        self.max_wait_s = max_wait_s
+        self.emergent = frozenset(int(p) for p in emergent_priorities)
+        self.time_of_day = time_of_day
+        self.progress = progress
+        self.trace: list[tuple[float, str, str, str, str | None]] | None = [] if trace else None
+        self.calls = list(calls)
+        self.teams = list(policy.teams)
+        n = len(self.calls)
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
+        self.z_scene = rng.standard_normal(n)
+        self.z_handoff = rng.standard_normal(n)
+        self.states = [TeamState(t, S.available, t.base_lat, t.base_lon, start, start) for t in self.teams]
+        self.team_index = {t.team_id: j for j, t in enumerate(self.teams)}
+        self.base_snap = []
+        for t in self.teams:
+            try:
+                self.base_snap.append(network.snap(t.base_lat, t.base_lon, field=f"base of team {t.team_id}"))
+            except InvalidInput as exc:
+                raise InvalidInput(f"team {t.team_id}: staging site is off the road network: {exc.message}",
+                                   field="policy") from None
+        self.hospitals = list(hospitals)
+        self.hosp_snap = [network.snap(lat, lon, field=f"hospital {name}") for name, lat, lon in self.hospitals]
+        self.hosp_nodes = np.array([s.node for s in self.hosp_snap], dtype=np.int64)
+        self.hosp_leg = np.array([s.time_s for s in self.hosp_snap])
+        if n:
+            snaps = network.snap_many(np.array([c.lat for c in self.calls]), np.array([c.lon for c in self.calls]),
+                                      strict=False)
+            self.call_node = snaps.nodes.tolist()
+            self.call_leg = np.nan_to_num(snaps.time_s, nan=0.0).tolist()
+        else:
+            self.call_node, self.call_leg = [], []
+        self.heap: list[tuple[float, int, int, int, int, int]] = []
+        self.seq = 0
+        self.queue: list[int] = []
+        self.queued_set: set[int] = set()
+        self.max_queue = 0
+        self.team_call: list[int | None] = [None] * len(self.teams)
+        self.trip: list[_Trip | None] = [None] * len(self.teams)
+        self.epoch = [0] * len(self.teams)
+        self.since = [0.0] * len(self.teams)
+        self.status_acc = np.zeros((len(self.teams), len(TeamStatus)))
+        self.calls_taken = [0] * len(self.teams)
+        self.outcomes = [CallOutcome(c.call_id, c.klass, c.mental_health, c.neighborhood,
+                                     (c.received - start).total_seconds(), served=False) for c in self.calls]
+        self._nets: dict[tuple[str, int | None], Any] = {}
+        self._reverse: dict[int, Any] = {}
+        self._to_base: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._to_hosp: dict[int, np.ndarray] = {}
+        self._types_of_call: dict[int, frozenset[TeamType]] = {}
+        self.events = 0
+
+    # --- clock and networks
+    def now_dt(self, t: float) -> datetime:
+        return self.start + timedelta(seconds=t)
+
+    def net(self, mode: str, when: datetime) -> Any:
+        hour = when.astimezone(TZ).hour if self.time_of_day else None
+        key = (mode, hour)
+        net = self._nets.get(key)
+        if net is None:
+            net = self._nets[key] = self.network.with_profile(mode, hour)
+        return net
+
+    def mode_of(self, call: Call) -> str:
+        return "emergent" if call.priority in self.emergent else "non_emergent"
+
+    def push(self, t: float, kind: int, a: int, b: int = 0, c: int = 0) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, kind, a, b, c))
+
+    # --- team status bookkeeping
+    def set_status(self, j: int, status: TeamStatus, t: float, call: int | None) -> None:
+        ts = self.states[j]
+        old = ts.status
+        self._account(j, t)
+        if self.trace is not None:
+            if status != old and status not in TRANSITIONS[old]:
+                raise AssertionError(f"impossible transition {old} -> {status} for {ts.team_id}")
+            self.trace.append((t, ts.team_id, old.value, status.value,
+                               self.calls[call].call_id if call is not None else None))
+        ts.status = status
+        ts.status_time = self.now_dt(t)
+
+    def _account(self, j: int, t: float) -> None:
+        """Add the time since the last status change, inside the simulated period, to its status."""
+        lo, hi = max(self.since[j], 0.0), min(t, self.horizon)
+        if hi > lo:
+            self.status_acc[j, _STATUS_INDEX[self.states[j].status]] += hi - lo
+        self.since[j] = t
+
+    def refresh_positions(self, states: Sequence[TeamState], t: float, when: datetime) -> None:
+        """Place returning teams along their route; every team shown to dispatch reports 'now'."""
+        lat, lon = self.network.lat, self.network.lon
+        for ts in states:
+            if ts.status is S.returning:
+                trip = self.trip[self.team_index[ts.team_id]]
+                ts.lat, ts.lon = trip.position(t, lat, lon, (ts.team.base_lat, ts.team.base_lon))  # type: ignore[union-attr]
+            ts.position_time = when
+
+    # --- routing helpers
+    def reverse_csr(self, net: Any) -> Any:
+        key = id(net.csr)
+        hit = self._reverse.get(key)
+        if hit is None:
+            hit = self._reverse[key] = net.csr.T.tocsr()
+        return hit
+
+    def to_base(self, net: Any, base_node: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (id(net.csr), base_node)
+        hit = self._to_base.get(key)
+        if hit is None:
+            times, pred = dijkstra(self.reverse_csr(net), directed=True, indices=base_node,
+                                   return_predecessors=True)
+            hit = self._to_base[key] = (times, pred)
+        return hit
+
+    def start_return(self, j: int, t: float, origin: tuple[float, float], node: int, leg_s: float) -> None:
+        net = self.net("non_emergent", self.now_dt(t))
+        base = self.base_snap[j]
+        times, pred = self.to_base(net, base.node)
+        end = t + leg_s + float(times[node]) + base.time_s
+        self.trip[j] = _Trip(t, origin, leg_s, node, times, pred, base.node, end)
+        self.set_status(j, S.returning, t, self.team_call[j])
+        self.team_call[j] = None
+        self.epoch[j] += 1
+        self.push(end, _AT_BASE, j, self.epoch[j])
+
+    # --- dispatch
+    def dispatch_to(self, i: int, j: int, eta_s: float, tier_index: int, t: float) -> None:
+        o = self.outcomes[i]
+        ts = self.states[j]
+        self.trip[j] = None
+        self.epoch[j] += 1  # cancels a pending at_base
+        self.team_call[j] = i
+        self.set_status(j, S.en_route, t, i)
+        self.calls_taken[j] += 1
+        o.served = True
+        o.team_id = ts.team_id
+        o.team_type = ts.team.team_type.value
+        o.tier_index = tier_index
+        o.preferred = tier_index == 0
+        o.dispatched_s = t
+        self.push(t + eta_s, _ON_SCENE, i, j)
+
+    def try_new_call(self, i: int, t: float) -> None:
+        call = self.calls[i]
+        if self.call_node[i] < 0:
+            self.outcomes[i].unserved_reason = "location outside the service area or off the road network"
+            return
+        when = self.now_dt(t)
+        teams = self.candidates([i])
+        self.refresh_positions(teams, t, when)
+        res = suggest(call, teams, network=self.net(self.mode_of(call), when), rules=self.rules,
+                      places=self.places, now=when, top=1)
+        if res.best is not None:
+            self.dispatch_to(i, self.team_index[res.best.team_id], res.best.eta_s, int(res.tier_index), t)
+            return
+        self.queue.append(i)
+        self.queued_set.add(i)
+        self.outcomes[i].queued = True
+        self.max_queue = max(self.max_queue, len(self.queue))
+        if self.max_wait_s is not None:
+            self.push(t + self.max_wait_s, _ABANDON, i)
+
+    def candidates(self, calls: Sequence[int]) -> list[TeamState]:
+        """The team states worth showing dispatch: dispatchable, of a type in one of the calls' tiers.
+
+        Dispatch would report every other team as ``wrong_type`` or ``busy`` and never choose it, so
+        leaving them out changes no decision; it only spares building their explanations.
+        """
+        types = frozenset().union(*(self.types_of(i) for i in calls))
+        return [ts for ts in self.states if ts.status in _DISPATCHABLE and ts.team.team_type in types]
+
+    def types_of(self, i: int) -> frozenset[TeamType]:
+        hit = self._types_of_call.get(i)
+        if hit is None:
+            call = self.calls[i]
+            hit = frozenset(t for tier in self.rules.tiers_for(call) for t in tier.team_types)
+            self._types_of_call[i] = hit
+        return hit
+
+    def could_serve(self, j: int, i: int, when: datetime) -> bool:
+        """Cheap necessary condition for team j to take waiting call i (dispatch decides for real)."""
+        team = self.teams[j]
+        call = self.calls[i]
+        if team.team_type not in self.types_of(i):
+            return False
+        if team.dedicated and self.rules.dedicated_mental_health_only and not call.mental_health:
+            return False
+        if team.service_area and not team.serves(call.neighborhood, call.district):
+            return False
+        return team.on_shift(when)
+
+    def offer(self, j: int, t: float) -> None:
+        """Team j has become dispatchable: dispatch the waiting calls it could serve."""
+        for _ in range(len(self.teams) + 1):
+            if not self.queue or self.states[j].status not in (S.available, S.returning):
+                return
+            when = self.now_dt(t)
+            cand = [i for i in self.queue if self.could_serve(j, i, when)]
+            if not cand:
+                return
+            cand.sort(key=lambda i: (self.calls[i].priority, self.outcomes[i].received_s, i))
+            cand = cand[:_BATCH]
+            progress = False
+            if len(cand) == 1:
+                i = cand[0]
+                call = self.calls[i]
+                teams = self.candidates([i])
+                self.refresh_positions(teams, t, when)
+                res = suggest(call, teams, network=self.net(self.mode_of(call), when),
+                              rules=self.rules, places=self.places, now=when, top=1)
+                if res.best is not None:
+                    self._unqueue(i)
+                    self.dispatch_to(i, self.team_index[res.best.team_id], res.best.eta_s, int(res.tier_index), t)
+                    progress = True
+            else:
+                # One joint assignment per response mode, the urgent mode first.
+                for mode in ("emergent", "non_emergent"):
+                    group = [i for i in cand if self.mode_of(self.calls[i]) == mode]
+                    if not group:
+                        continue
+                    teams = self.candidates(group)
+                    self.refresh_positions(teams, t, when)
+                    res = assign([self.calls[i] for i in group], teams, network=self.net(mode, when),
+                                 rules=self.rules, places=self.places, now=when)
+                    by_id = {self.calls[i].call_id: i for i in group}
+                    for a in sorted(res.assignments, key=lambda a: a.call_id):
+                        i = by_id[a.call_id]
+                        self._unqueue(i)
+                        self.dispatch_to(i, self.team_index[a.team_id], a.eta_s, a.tier_index, t)
+                        progress = True
+            if not progress:
+                return
+
+    def _unqueue(self, i: int) -> None:
+        self.queue.remove(i)
+        self.queued_set.discard(i)
+
+    # --- events
+    def on_scene(self, i: int, j: int, t: float) -> None:
+        self.set_status(j, S.on_scene, t, i)
+        self.outcomes[i].on_scene_s = t
+        team = self.teams[j]
+        service = self.policy.service_for(team.team_type).quantile(float(self.z_scene[i]))
+        self.push(t + service, _CLEAR, i, j)
+
+    def clear(self, i: int, j: int, t: float) -> None:
+        call = self.calls[i]
+        o = self.outcomes[i]
+        o.clear_s = t
+        node, leg = self.call_node[i], self.call_leg[i]
+        team = self.teams[j]
+        if call.needs_transport and team.team_type in self.policy.transport_types:
+            if not self.hospitals:
+                raise InvalidInput("a call needs transport but the policy has no hospitals", field="hospitals")
+            net = self.net("non_emergent", self.now_dt(t))
+            rows = self._to_hosp.get(id(net.csr))
+            if rows is None:
+                rows = self._to_hosp[id(net.csr)] = np.atleast_2d(net.travel_times_to(self.hosp_nodes))
+            drive = leg + rows[:, node] + self.hosp_leg
+            h = int(np.argmin(drive))
+            o.transported_to = self.hospitals[h][0]
+            self.set_status(j, S.transporting, t, i)
+            handoff = self.policy.handoff.quantile(float(self.z_handoff[i]))
+            self.push(t + float(drive[h]) + handoff, _HANDOFF, i, j, h)
+            return
+        if call.needs_transport:
+            o.transport_missed = True
+        o.free_s = t
+        self.start_return(j, t, (call.lat, call.lon), node, leg)
+        self.offer(j, t)
+
+    def handoff(self, i: int, j: int, h: int, t: float) -> None:
+        self.outcomes[i].free_s = t
+        name, lat, lon = self.hospitals[h]
+        snap = self.hosp_snap[h]
+        self.start_return(j, t, (lat, lon), snap.node, snap.time_s)
+        self.offer(j, t)
+
+    def at_base(self, j: int, epoch: int, t: float) -> None:
+        if epoch != self.epoch[j] or self.states[j].status is not S.returning:
+            return  # re-dispatched on the way back
+        ts = self.states[j]
+        self.trip[j] = None
+        ts.lat, ts.lon = ts.team.base_lat, ts.team.base_lon
+        ts.position_time = self.now_dt(t)
+        self.set_status(j, S.available, t, None)
+
+    def abandon(self, i: int) -> None:
+        if i in self.queued_set:
+            self._unqueue(i)
+            wait = self.max_wait_s or 0.0
+            self.outcomes[i].unserved_reason = f"no eligible team free within {wait / 60:.0f} min"
+
+    # --- shifts
+    def on_shift_seconds(self) -> list[float]:
+        out = []
+        for team in self.teams:
+            intervals = _shift_intervals(team, self.start, self.horizon)
+            out.append(sum(b - a for a, b in intervals))
+        return out
+
+    def schedule_shift_starts(self) -> None:
+        for j, team in enumerate(self.teams):
+            for a, _ in _shift_intervals(team, self.start, self.horizon):
+                if a > 0:
+                    self.push(a, _SHIFT_START, j)
+
+    # --- the run
+    def run(self) -> None:
+        for i, o in enumerate(self.outcomes):
+            self.push(o.received_s, _ARRIVAL, i)
+        self.schedule_shift_starts()
+        report_every = max(1, len(self.calls) // 200)
+        arrivals = 0
+        heap = self.heap
+        last_t = 0.0
+        while heap:
+            t, _, kind, a, b, c = heapq.heappop(heap)
+            last_t = t
+            self.events += 1
+            if kind == _ARRIVAL:
+                self.try_new_call(a, t)
+                arrivals += 1
+                if self.progress is not None and arrivals % report_every == 0:
+                    self.progress(min(1.0, t / self.horizon) if self.horizon > 0 else 1.0)
+            elif kind == _ON_SCENE:
+                self.on_scene(a, b, t)
+            elif kind == _CLEAR:
+                self.clear(a, b, t)
+            elif kind == _HANDOFF:
+                self.handoff(a, b, c, t)
+            elif kind == _AT_BASE:
+                self.at_base(a, b, t)
+            elif kind == _SHIFT_START:
+                self.offer(a, t)
+            elif kind == _ABANDON:
+                self.abandon(a)
+        end = max(last_t, self.horizon)
+        for j in range(len(self.teams)):
+            self._account(j, end)
+        for i in list(self.queue):  # only without max_wait: nobody ever came
+            self._unqueue(i)
+            self.outcomes[i].unserved_reason = "still waiting at the end of the run"
+        if self.progress is not None:
+            self.progress(1.0)
+
+
+def _shift_intervals(team: Any, start: datetime, horizon: float) -> list[tuple[float, float]]:
+    """On-shift intervals (seconds from ``start``) of a team, clipped to ``[0, horizon]``."""
+    if team.shift is None:
+        return [(0.0, horizon)]
+    shift = team.shift
+    tz = ZoneInfo(shift.timezone)
+    first = start.astimezone(tz).date() - timedelta(days=1)
+    last = (start + timedelta(seconds=horizon)).astimezone(tz).date()
+    out = []
+    day = first
+    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    while day <= last:
+        if shift.days is None or days[day.weekday()] in shift.days:
+            a = datetime.combine(day, shift.start, tzinfo=tz)
+            end_day = day + timedelta(days=1) if shift.end <= shift.start else day
+            b = datetime.combine(end_day, shift.end, tzinfo=tz)
+            sa, sb = (a - start).total_seconds(), (b - start).total_seconds()
+            sa, sb = max(sa, 0.0), min(sb, horizon)
+            if sb > sa:
+                out.append((sa, sb))
+        day += timedelta(days=1)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ entry points
+
+
+def simulate(policy: Policy, calls: Sequence[Call], *, network: Any, places: Any = None,
+             start: datetime | None = None, days: float | None = None, seed: int = 0,
+             max_wait_s: float | None = DEFAULT_MAX_WAIT_S,
+             hospitals: Sequence[tuple[str, float, float]] | None = None,
+             emergent_priorities: Sequence[int] = EMERGENT_PRIORITIES, time_of_day: bool = True,
+             scenario: dict[str, Any] | None = None,
+             progress: Callable[[float], None] | None = None, trace: bool = False) -> SimulationResult:
+    """Run the calls through a policy.
+
+    Parameters
+    ----------
+    policy
+        Teams, rules, service times (:func:`routing.policy.load_policy`).
+    calls
+        The calls, any order (from :func:`generate_calls` or :func:`read_calls_file`). Calls outside
+        ``[start, start + days)`` are rejected.
+    network
+        The road network (any profile; the run picks mode and hour per trip).
+    places
+        To locate calls without a neighborhood/district and resolve ``policy.hospitals``.
+    start, days
+        The simulated period. Default: from the local midnight before the first call to the end of
+        the day of the last one.
+    seed
+        Seeds the service-time draws (the calls are already drawn).
+    max_wait_s
+        A call waiting this long with no eligible team free is abandoned and reported unserved
+        (``None``: it waits as long as it takes).
+    hospitals
+        ``(name, lat, lon)`` of transport destinations; default ``policy.hospitals`` resolved in
+        ``places``.
+    emergent_priorities
+        Priorities answered with lights and sirens.
+    time_of_day
+        Drive at the speed model's hour-of-day factors (``False``: the off-peak baseline all day).
+    scenario
+        Extra facts for the report (call source, mix...).
+    progress
+        Called with the fraction of simulated time done (for a progress bar).
+    trace
+        Keep every status change ``(t, team_id, old, new, call_id)`` in ``result.trace`` (for tests).
+
+    Returns
+    -------
+    SimulationResult
+
+    Raises
+    ------
+    InvalidInput
+        Calls outside the period, duplicate call ids, a staging site off the network, bad numbers.
+    """
+    started = time.perf_counter()
+    calls = sorted(calls, key=lambda c: (c.received, c.call_id))
+    ids = [c.call_id for c in calls]
+    if len(set(ids)) != len(ids):
+        dup = sorted(i for i in set(ids) if ids.count(i) > 1)[0]
+        raise InvalidInput(f"duplicate call_id {dup!r}", field="calls")
+    if start is None:
+        if not calls:
+            raise InvalidInput("no calls and no start: nothing to simulate", field="calls")
+        start = _local_midnight(calls[0].received)
+    start = _aware(start, "start")
+    if days is None:
+        last = calls[-1].received if calls else start
+        end_local = _local_midnight(last) + timedelta(days=1)
+        days = max(1.0, round((end_local - start).total_seconds() / DAY_S, 6))
+    _check_days(days)
+    if max_wait_s is not None and (not math.isfinite(max_wait_s) or max_wait_s <= 0):
+        raise InvalidInput(f"max_wait_s must be a positive number of seconds, got {max_wait_s!r}",
+                           field="max_wait")
+    end = start + timedelta(seconds=days * DAY_S)
+    outside = [c for c in calls if not start <= c.received < end]
+    if outside:
+        raise InvalidInput(f"{len(outside)} call(s) outside the simulated period {start.isoformat()} .. "
+                           f"{end.isoformat()}, e.g. {outside[0].call_id} at {outside[0].received.isoformat()}",
+                           field="calls")
+    if places is not None:
+        calls = _locate(calls, places)
+    if hospitals is None:
+        hospitals = []
+        if places is not None:
+            for site_id in policy.hospitals:
+                s = places.site(site_id)
+                hospitals.append((s.name, float(s.lat), float(s.lon)))
+    sim = _Simulator(policy, calls, network=network, places=places, start=start, end=end, seed=seed,
+                     max_wait_s=max_wait_s, hospitals=hospitals, emergent_priorities=emergent_priorities,
+                     time_of_day=time_of_day, progress=progress, trace=trace)
+    sim.run()
+    on_shift = sim.on_shift_seconds()
+    usage = [TeamUsage(t.team_id, t.team_type.value, on_shift[j],
+                       {s.value: float(sim.status_acc[j, k]) for k, s in enumerate(TeamStatus)},
+                       sim.calls_taken[j]) for j, t in enumerate(sim.teams)]
+    info = {"max_wait_s": max_wait_s, "emergent_priorities": sorted(sim.emergent), "time_of_day": time_of_day,
+            "hospitals": [h[0] for h in hospitals], **(scenario or {})}
+    return SimulationResult(policy, start, float(days), int(seed), sim.outcomes, usage, sim.events, sim.max_queue,
+                            info, time.perf_counter() - started, sim.trace, places)
+
+
+def compare(policies: Sequence[Policy], calls: Sequence[Call], **kwargs: Any) -> ComparisonResult:
+    """Run the same calls, with the same seed, through several policies (see :func:`simulate`)."""
+    started = time.perf_counter()
+    results = [simulate(p, calls, **kwargs) for p in policies]
+    return ComparisonResult(results, time.perf_counter() - started)
+
+
+def select_period(calls: Sequence[Call], *, start: datetime | None = None, days: float | None = None
+                  ) -> tuple[list[Call], datetime, float]:
+    """The calls inside a period, with the period's defaults filled in (for replays).
+
+    ``start`` defaults to the local midnight before the first call; ``days`` to the end of the day of
+    the last call (when ``start`` is not given) or 7.
+
+    Raises
+    ------
+    InvalidInput
+        No calls, or none inside the period.
+    """
+    ordered = sorted(calls, key=lambda c: (c.received, c.call_id))
+    if not ordered:
+        raise InvalidInput("no calls to replay", field="calls")
+    if start is None:
+        start = _local_midnight(ordered[0].received)
+        if days is None:
+            end_local = _local_midnight(ordered[-1].received) + timedelta(days=1)
+            days = round((end_local - start).total_seconds() / DAY_S, 6)
+    start = _aware(start, "start")
+    days = 7.0 if days is None else days
+    _check_days(days)
+    end = start + timedelta(seconds=days * DAY_S)
+    inside = [c for c in ordered if start <= c.received < end]
+    if not inside:
+        raise InvalidInput(f"no call between {start.isoformat()} and {end.isoformat()} "
+                           f"(the file runs {ordered[0].received.isoformat()} .. {ordered[-1].received.isoformat()})",
+                           field="calls")
+    return inside, start, float(days)
+
+
+def default_start() -> datetime:
+    """Default start of a generated run: Monday 2024-01-01 00:00 in Boston."""
+    return datetime(2024, 1, 1, tzinfo=TZ).astimezone(UTC)
+
+
+def parse_start(text: str) -> datetime:
+    """A start date ``YYYY-MM-DD`` (local midnight in Boston) or an ISO 8601 time with offset."""
+    text = str(text).strip()
+    try:
+        d = date.fromisoformat(text)
+        return datetime(d.year, d.month, d.day, tzinfo=TZ).astimezone(UTC)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"start must be YYYY-MM-DD or an ISO 8601 time, got {text!r}", field="start") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=TZ)
+    return dt.astimezone(UTC)
+
+
+def _local_midnight(when: datetime) -> datetime:
+    local = when.astimezone(TZ)
+    return datetime(local.year, local.month, local.day, tzinfo=TZ).astimezone(UTC)
+
+
+def _aware(when: datetime, name: str) -> datetime:
+    if not isinstance(when, datetime) or when.tzinfo is None or when.utcoffset() is None:
+        raise InvalidInput(f"{name} must be a datetime with a UTC offset", field=name)
+    return when.astimezone(UTC)
+
+
+def _check_days(days: float) -> None:
+    if isinstance(days, bool) or not isinstance(days, (int, float)) or not math.isfinite(days) \
+            or not 0 < days <= 3660:
+        raise InvalidInput(f"days must be a number in (0, 3660], got {days!r}", field="days")
+
+
+__all__ = [
+    "ArrivalModel", "CallMix", "CallOutcome", "ComparisonResult", "ReplayedCalls", "SimulationResult",
+    "TeamUsage", "compare", "default_start", "generate_calls", "load_arrival_model", "parse_start",
+    "read_calls_file", "select_period", "simulate",
+]
