@@ -42,7 +42,8 @@ from routing.places import load_places  # noqa: E402
 def _spopt_child(conn: Any, scratch: str, model: str, times: np.ndarray, weights: np.ndarray, p: int,
                  limit_s: float, time_limit: float) -> None:
     os.setpgrp()  # own process group, so a timeout can stop CBC (our grandchild) along with us
-    tempfile.tempdir = scratch  # PuLP's .mps/.sol files, removed by the parent whatever happens
+    os.environ["TMPDIR"] = os.environ["TMP"] = scratch  # PuLP's .mps/.sol files (450 MB for p-median),
+    tempfile.tempdir = scratch  # removed by the parent whatever happens to this process
     import pulp
     from spopt.locate import MCLP, PMedian
 

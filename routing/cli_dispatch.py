@@ -61,14 +61,16 @@ def sample_calls(received: datetime | None = None) -> list[Call]:
 
 # ---------------------------------------------------------------------------------------------- options
 
-def _time_arg(text: str) -> datetime:
+def time_arg(text: str) -> datetime:
+    """Argparse type: an ISO 8601 time with UTC offset (argparse reports a bad one as a usage error)."""
     try:
         return parse_time(text)
     except InvalidInput as exc:
         raise argparse.ArgumentTypeError(exc.message) from None
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """Argparse type: an integer >= 1."""
     try:
         v = int(text)
     except ValueError:
@@ -78,7 +80,8 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
+    """Argparse type: a finite, non-negative number of seconds."""
     try:
         v = float(text)
     except ValueError:
@@ -88,7 +91,8 @@ def _seconds(text: str) -> float:
     return v
 
 
-def _add_db(parser: argparse.ArgumentParser) -> None:
+def add_db(parser: argparse.ArgumentParser) -> None:
+    """Add ``--db`` (the shared SQLite database) and ``--fleet`` (used when creating it) to ``parser``."""
     parser.add_argument("--db", metavar="PATH", type=Path,
                         help=f"fleet database (default: $CRISIS_DISPATCH_DB or ./{default_db_path().name}); "
                              "created on first use from --fleet")
@@ -96,11 +100,12 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
                                                         "(default: data/fleet.toml)")
 
 
-def _add_rules(parser: argparse.ArgumentParser) -> None:
+def add_rules(parser: argparse.ArgumentParser) -> None:
+    """Add ``--rules``, ``--stale-after`` and ``--at`` (the decision time) to ``parser``."""
     parser.add_argument("--rules", metavar="TOML", help="triage rules (default: data/rules.toml)")
-    parser.add_argument("--stale-after", type=_seconds, metavar="S",
+    parser.add_argument("--stale-after", type=seconds, metavar="S",
                         help="seconds after which a position report is stale (default: from the rules)")
-    parser.add_argument("--at", type=_time_arg, metavar="TIME",
+    parser.add_argument("--at", type=time_arg, metavar="TIME",
                         help="decision time, ISO 8601 with offset (default: now); shifts and staleness "
                              "are judged at this time")
 
@@ -116,30 +121,30 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     fleet_sub.required = True
 
     p = fleet_sub.add_parser("list", parents=[common], help="every team with its status and position")
-    _add_db(p)
-    p.add_argument("--stale-after", type=_seconds, metavar="S", help="staleness limit (default: from rules)")
+    add_db(p)
+    p.add_argument("--stale-after", type=seconds, metavar="S", help="staleness limit (default: from rules)")
     p.add_argument("--rules", metavar="TOML", help="rules file giving the default staleness limit")
     p.set_defaults(func=_fleet_list)
 
     p = fleet_sub.add_parser("position", parents=[common], help="record a team's position report")
     p.add_argument("team", metavar="TEAM")
     p.add_argument("latlon", metavar="LAT,LON", type=parse_latlon)
-    p.add_argument("--at", type=_time_arg, metavar="TIME", help="time of the report (default: now)")
-    _add_db(p)
+    p.add_argument("--at", type=time_arg, metavar="TIME", help="time of the report (default: now)")
+    add_db(p)
     add_network_args(p)
     p.set_defaults(func=_fleet_position)
 
     p = fleet_sub.add_parser("status", parents=[common], help="change a team's status")
     p.add_argument("team", metavar="TEAM")
     p.add_argument("status", metavar="STATUS", help=", ".join(s.value for s in TeamStatus))
-    p.add_argument("--at", type=_time_arg, metavar="TIME", help="time of the change (default: now)")
-    _add_db(p)
+    p.add_argument("--at", type=time_arg, metavar="TIME", help="time of the change (default: now)")
+    add_db(p)
     p.set_defaults(func=_fleet_status)
 
     p = fleet_sub.add_parser("history", parents=[common], help="a team's position reports and status changes")
     p.add_argument("team", metavar="TEAM")
-    p.add_argument("--limit", type=_positive_int, help="only the last N position reports")
-    _add_db(p)
+    p.add_argument("--limit", type=positive_int, help="only the last N position reports")
+    add_db(p)
     p.set_defaults(func=_fleet_history)
 
     p = subparsers.add_parser("suggest", parents=[common],
@@ -151,28 +156,30 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         where.add_argument(f"--{flag.replace('_', '-')}", action="store_true", dest=flag)
     where.add_argument("--priority", type=int, default=None, help="1 (highest) to 5; default 2")
     where.add_argument("--call-id", help="identifier for the audit trail (default: generated)")
-    where.add_argument("--received", type=_time_arg, metavar="TIME", help="when the call came in (default: now)")
+    where.add_argument("--received", type=time_arg, metavar="TIME", help="when the call came in (default: now)")
     p.add_argument("--calls", metavar="FILE", help="batch: CSV or JSON lines with the same fields, one per call")
-    p.add_argument("--top", type=_positive_int, help="at most N suggestions per call")
-    _add_db(p)
-    _add_rules(p)
+    p.add_argument("--top", type=positive_int, help="at most N suggestions per call")
+    add_db(p)
+    add_rules(p)
     add_network_args(p)
     p.set_defaults(func=_suggest)
 
     p = subparsers.add_parser("assign", parents=[common],
                               help="jointly assign waiting calls to teams (OR-Tools CP-SAT)")
     p.add_argument("--calls", metavar="FILE", required=True, help="CSV or JSON lines, one call per row")
-    p.add_argument("--tier-penalty", type=_seconds, metavar="S", help="cost of one tier lower (seconds)")
-    p.add_argument("--unserved-penalty", type=_seconds, metavar="S", help="cost of an unserved call (seconds)")
-    p.add_argument("--time-limit", type=_seconds, default=10.0, metavar="S", help="solver time limit")
-    _add_db(p)
-    _add_rules(p)
+    p.add_argument("--tier-penalty", type=seconds, metavar="S", help="cost of one tier lower (seconds)")
+    p.add_argument("--unserved-penalty", type=seconds, metavar="S", help="cost of an unserved call (seconds)")
+    p.add_argument("--time-limit", type=seconds, default=10.0, metavar="S", help="solver time limit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan only; record nothing and leave the teams' statuses as they are")
+    add_db(p)
+    add_rules(p)
     add_network_args(p)
     p.set_defaults(func=_assign)
 
     p = subparsers.add_parser("demo", parents=[common],
                               help="the main job: sample calls across Boston, ranked teams with ETAs")
-    p.add_argument("--top", type=_positive_int, default=3, help="teams shown per call (default 3)")
+    p.add_argument("--top", type=positive_int, default=3, help="teams shown per call (default 3)")
     p.add_argument("--db", metavar="PATH", type=Path,
                    help="use the live fleet of this database (default: the default fleet at its bases)")
     p.add_argument("--fleet", metavar="TOML", help="fleet file (default: data/fleet.toml)")
@@ -180,7 +187,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--independent", action="store_true",
                    help="answer every call against the same fleet (default: the chosen team of each call "
                         "is en route for the following calls)")
-    _add_rules(p)
+    add_rules(p)
     add_network_args(p)
     p.set_defaults(func=_demo)
 
@@ -316,7 +323,14 @@ def _calls(records: list[Any], lines: list[int], default_received: datetime | No
 
 # ---------------------------------------------------------------------------------------------- suggest
 
-def _single_call(args: argparse.Namespace) -> Call:
+def single_call(args: argparse.Namespace) -> Call:
+    """The one call described by ``--lat/--lon``, ``--priority``, the flags, ``--call-id``, ``--received``.
+
+    Raises
+    ------
+    InvalidInput
+        No location given, or a field the call model refuses.
+    """
     if args.lat is None or args.lon is None:
         raise InvalidInput("give --lat and --lon for one call, or --calls FILE for a batch", field="location")
     record: dict[str, Any] = {"lat": args.lat, "lon": args.lon, "priority": args.priority,
@@ -330,7 +344,7 @@ def _suggest(args: argparse.Namespace) -> int:
     if args.calls and (args.lat is not None or args.lon is not None):
         raise InvalidInput("give either --calls FILE or --lat/--lon, not both", field="calls")
     now = args.at or datetime.now(UTC)
-    calls = read_calls(args.calls, default_received=now) if args.calls else [_single_call(args)]
+    calls = read_calls(args.calls, default_received=now) if args.calls else [single_call(args)]
     from routing.places import load_places
 
     network = network_from_args(args)
@@ -429,11 +443,16 @@ def _assign(args: argparse.Namespace) -> int:
     result = assign(calls, teams, network=network, rules=rules, places=places, now=now,
                     tier_penalty_s=args.tier_penalty, unserved_penalty_s=args.unserved_penalty,
                     stale_after_s=args.stale_after, time_limit_s=args.time_limit)
-    store.record_assignment(result, result.calls,
-                            decision_inputs(teams, network=network, rules=rules, now=now,
-                                            tier_penalty_s=result.tier_penalty_s,
-                                            unserved_penalty_s=result.unserved_penalty_s,
-                                            time_limit_s=args.time_limit))
+    if not args.dry_run:
+        # One transaction records the plan and sends its teams en route, refusing it if a team changed
+        # since it was read (e.g. the service assigned it meanwhile): no team goes to two calls. The
+        # status changes are stamped with the real time, --at being only the time the plan is judged at.
+        store.assign(result, result.calls,
+                     decision_inputs(teams, network=network, rules=rules, now=now,
+                                     tier_penalty_s=result.tier_penalty_s,
+                                     unserved_penalty_s=result.unserved_penalty_s,
+                                     time_limit_s=args.time_limit, chosen_by="joint"),
+                     unchanged={ts.team_id: ts for ts in teams})
     emit(args, result, _assignment_text)
     return 0
 

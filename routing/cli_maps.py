@@ -54,8 +54,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
     p = kinds.add_parser("fleet", parents=[common], help="every team by type and status, sites, service areas")
     _map_args(p)
-    cli_dispatch._add_db(p)
-    p.add_argument("--stale-after", type=cli_dispatch._seconds, metavar="S",
+    cli_dispatch.add_db(p)
+    p.add_argument("--stale-after", type=cli_dispatch.seconds, metavar="S",
                    help="staleness limit for the popups (default: from the rules)")
     p.add_argument("--rules", metavar="TOML", help="rules file giving the default staleness limit")
     p.add_argument("--at-base", action="store_true",
@@ -74,17 +74,17 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         where.add_argument(f"--{flag.replace('_', '-')}", action="store_true", dest=flag)
     where.add_argument("--priority", type=int, default=None, help="1 (highest) to 5; default 2")
     where.add_argument("--call-id", help="identifier shown on the map (default: generated)")
-    where.add_argument("--received", type=cli_dispatch._time_arg, metavar="TIME",
+    where.add_argument("--received", type=cli_dispatch.time_arg, metavar="TIME",
                        help="when the call came in (default: now)")
     p.add_argument("--calls", metavar="FILE", help="several calls: CSV or JSON lines, one per call")
-    p.add_argument("--top", type=cli_dispatch._positive_int, help="at most N suggestions per call")
+    p.add_argument("--top", type=cli_dispatch.positive_int, help="at most N suggestions per call")
     p.add_argument("--routes", type=_non_negative_int, metavar="N",
                    help="draw the routes of the N fastest teams per call (default 3 for one call, 1 for several)")
     p.add_argument("--demo", action="store_true",
                    help="the demo's sample calls against the default fleet at its bases (no database)")
     _map_args(p)
-    cli_dispatch._add_db(p)
-    cli_dispatch._add_rules(p)
+    cli_dispatch.add_db(p)
+    cli_dispatch.add_rules(p)
     add_network_args(p)
     p.set_defaults(func=_dispatch)
 
@@ -181,7 +181,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         teams = [TeamState.at_base(t, now) for t in load_fleet(args.fleet, places=places)]
     else:
         calls = (cli_dispatch.read_calls(args.calls, default_received=now) if args.calls
-                 else [cli_dispatch._single_call(args)])
+                 else [cli_dispatch.single_call(args)])
         from routing.store import Store
 
         teams = Store(args.db, fleet=args.fleet, network=network).teams()

@@ -29,7 +29,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -225,6 +225,8 @@ _SNAP_CACHE = 8192
 _FILL_PER_CALL = 4  # fill up to this many rows when that avoids the reverse search
 _WARM_PER_CALL = 2  # ...else at most this many per call, to warm the cache without stalling a call
 _STABLE_AFTER = 1  # a team found at the same node this many times in a row has "not moved"
+_CHAIN_MAX = 8  # distances wanted from one row at once up to which each path is walked, not the tree
+_WALKS_BEFORE_TREE = 16  # a row asked this many path distances gets its whole tree's distances
 
 
 class _EtaEngine:
@@ -242,8 +244,8 @@ class _EtaEngine:
         self.out_nbr, self.out_len = _padded(src, dst, length, n)
         self.in_nbr, self.in_len = _padded(dst, src, length, n)
         self.lock = threading.Lock()
-        self.rows: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self.reverse_rows: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.rows: OrderedDict[int, _Row] = OrderedDict()
+        self.reverse_rows: OrderedDict[int, _Row] = OrderedDict()
         self.snaps: OrderedDict[tuple[float, float], Any] = OrderedDict()
         self.seen: dict[Any, tuple[int, int]] = {}  # team key -> (node at last query, unchanged streak)
         self.stats = {"lookups": 0, "forward_fills": 0, "reverse_searches": 0}
@@ -308,11 +310,54 @@ class _EtaEngine:
             p = pp
         return d
 
+    def _chain_distance(self, row: _Row, v: int) -> float:
+        """Road length from ``v`` to the root of ``row``'s tree, walking only v's own path.
+
+        Bit for bit the value :meth:`_tree_distance` gives for ``v``: pointer jumping adds the path's
+        edge lengths as a balanced binary tree over blocks of 2^r edges (zeros past the root), which is
+        the pairwise sum below, in the same order.
+        """
+        pred = row.pred
+        parent = pred.item  # a bound scalar read: the loop below is the walk's main cost
+        chain: list[int] = []
+        u, p = int(v), parent(int(v))
+        while p >= 0:
+            chain.append(u)
+            u, p = p, parent(p)
+        if not chain:  # the root itself, or a node the search did not reach (its time is inf)
+            return 0.0
+        c = np.asarray(chain, dtype=np.int64)
+        nbr, lens = (self.out_nbr, self.out_len) if row.toward_root_is_forward else (self.in_nbr, self.in_len)
+        edge = np.where(nbr[c] == pred[c].astype(np.int64)[:, None], lens[c], 0.0).sum(axis=1)
+        size = 1
+        while size < len(edge):
+            size *= 2
+        a = np.zeros(size)
+        a[:len(edge)] = edge
+        while len(a) > 1:
+            a = a[0::2] + a[1::2]
+        return float(a[0])
+
+    def distances(self, row: _Row, nodes: Sequence[int]) -> np.ndarray:
+        """Road lengths between ``nodes`` and the root of ``row``'s tree.
+
+        A search row answers travel times for every node, but a caller needs the distance of a few
+        (the teams it returns): those are walked along their own path. A row asked for many distances
+        (a cached forward row serves call after call) gets the whole tree's at once, kept in the row.
+        """
+        if row.dist is None and (len(nodes) > _CHAIN_MAX or row.walks >= _WALKS_BEFORE_TREE):
+            row.dist = self._tree_distance(row.pred, toward_root_is_forward=row.toward_root_is_forward)
+        dist = row.dist
+        if dist is not None:
+            return dist[np.asarray(nodes, dtype=np.int64)]
+        row.walks += len(nodes)  # unlocked: a lost increment only delays the switch to the whole tree
+        return np.array([self._chain_distance(row, int(v)) for v in nodes], dtype=float)
+
     def _fill(self, network: Any, nodes: list[int]) -> None:
         times, pred = dijkstra(network.csr, directed=True, indices=nodes, return_predecessors=True)
         rows = {}
         for k, u in enumerate(nodes):
-            rows[u] = (times[k], self._tree_distance(pred[k], toward_root_is_forward=False))
+            rows[u] = _Row(times[k], pred[k], toward_root_is_forward=False)
         with self.lock:
             self.stats["forward_fills"] += len(nodes)
             for u, row in rows.items():
@@ -320,14 +365,14 @@ class _EtaEngine:
             while len(self.rows) > _ROW_CACHE:
                 self.rows.popitem(last=False)
 
-    def _reverse(self, target: int) -> tuple[np.ndarray, np.ndarray]:
+    def _reverse(self, target: int) -> _Row:
         with self.lock:
             hit = self.reverse_rows.get(target)
             if hit is not None:
                 self.reverse_rows.move_to_end(target)
                 return hit
         times, pred = dijkstra(self.reverse, directed=True, indices=target, return_predecessors=True)
-        row = (times, self._tree_distance(pred, toward_root_is_forward=True))
+        row = _Row(times, pred, toward_root_is_forward=True)
         with self.lock:
             self.stats["reverse_searches"] += 1
             self.reverse_rows[target] = row
@@ -347,8 +392,7 @@ class _EtaEngine:
             self._fill(network, missing_s)
         elif len(missing_t) <= _REVERSE_CACHE:
             times, pred = dijkstra(self.reverse, directed=True, indices=missing_t, return_predecessors=True)
-            rows = {t: (times[k], self._tree_distance(pred[k], toward_root_is_forward=True))
-                    for k, t in enumerate(missing_t)}
+            rows = {t: _Row(times[k], pred[k], toward_root_is_forward=True) for k, t in enumerate(missing_t)}
             with self.lock:
                 self.stats["reverse_searches"] += len(rows)
                 self.reverse_rows.update(rows)
@@ -357,14 +401,28 @@ class _EtaEngine:
 
     def legs(self, network: Any, sources: Sequence[int], target: int,
              keys: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Network travel time (s) and road distance (m) from each source node to ``target``.
+        """Network travel time (s) and road distance (m) from each source node to ``target``."""
+        times, distance = self.lazy_legs(network, sources, target, keys)
+        return times, distance(range(len(sources)))
+
+    def lazy_legs(self, network: Any, sources: Sequence[int], target: int, keys: Sequence[str] | None = None
+                  ) -> tuple[np.ndarray, Callable[[Iterable[int]], np.ndarray]]:
+        """Network travel time (s) from each source node to ``target``, and road distances on demand.
 
         ``keys`` (team ids, parallel to ``sources``) let the engine notice teams that have not moved
         since their last query: only their nodes are worth a cached forward row. A team that moves on
         every call would only waste the search.
+
+        Returns
+        -------
+        times
+            Seconds, one per source (inf: no path).
+        distance
+            ``distance(ks)``: road metres from ``sources[k]`` to ``target`` for each k in ``ks``. Costs
+            a walk along each path unless the row already has its tree's distances (see :meth:`distances`).
         """
         if not len(sources):
-            return np.zeros(0), np.zeros(0)
+            return np.zeros(0), lambda ks: np.zeros(len(list(ks)))
         unique = sorted(set(int(u) for u in sources))
         with self.lock:
             self.stats["lookups"] += 1
@@ -395,14 +453,47 @@ class _EtaEngine:
         need_reverse = any(v is None for v in cached.values())
         rev = self._reverse(target) if need_reverse else None
         times = np.empty(len(sources))
-        dists = np.empty(len(sources))
+        # Per source: the row that answers it and the node to read in it (the row holds the arrays, so
+        # the answer stays valid if the cache evicts the row meanwhile).
+        where: list[tuple[_Row, int]] = []
         for k, u in enumerate(sources):
             row = cached[int(u)]
             if row is not None:
-                times[k], dists[k] = row[0][target], row[1][target]
+                times[k] = row.times[target]
+                where.append((row, target))
             else:
-                times[k], dists[k] = rev[0][u], rev[1][u]  # type: ignore[index]
-        return times, dists
+                times[k] = rev.times[u]  # type: ignore[union-attr]
+                where.append((rev, int(u)))  # type: ignore[arg-type]
+
+        def distance(ks: Iterable[int]) -> np.ndarray:
+            ks = list(ks)
+            out = np.empty(len(ks))
+            pending: dict[int, tuple[_Row, list[int]]] = {}
+            for m, k in enumerate(ks):
+                row, node = where[k]
+                if row.dist is not None:  # the common case once warm: a plain read
+                    out[m] = row.dist[node]
+                else:
+                    pending.setdefault(id(row), (row, []))[1].append(m)
+            for row, ms in pending.values():
+                out[ms] = self.distances(row, [where[ks[m]][1] for m in ms])
+            return out
+
+        return times, distance
+
+
+class _Row:
+    """One shortest-path tree: travel times between its root and every node, distances on demand."""
+
+    __slots__ = ("times", "pred", "toward_root_is_forward", "dist", "walks")
+
+    def __init__(self, times: np.ndarray, pred: np.ndarray, *, toward_root_is_forward: bool) -> None:
+        self.times = times
+        self.pred = pred
+        # Reverse search (root = target): tree edge v -> pred[v]; forward search (root = source): pred[v] -> v.
+        self.toward_root_is_forward = toward_root_is_forward
+        self.dist: np.ndarray | None = None  # every node's road distance, once worth computing
+        self.walks = 0  # distances answered by walking a path so far
 
 
 def _padded(a: np.ndarray, b: np.ndarray, length: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -514,8 +605,10 @@ class _Candidates:
     call: Call
     rule: str
     tiers: list[Tier]
-    eligible: list[tuple[TeamState, int, float, float, float]]  # (state, tier index, eta, dist, age)
+    eligible: list[tuple[TeamState, int, float, int, float]]  # (state, tier index, eta, leg, age)
     ineligible: list[Ineligible]
+    #: ``distance(legs)``: road metres, team position to call, for the ``leg`` entries of ``eligible``.
+    distance: Callable[[Sequence[int]], list[float]]
 
 
 def _candidates(call: Call, teams: Sequence[TeamState], *, network: Any, rules: Rules, now: datetime) -> _Candidates:
@@ -543,16 +636,20 @@ def _candidates(call: Call, teams: Sequence[TeamState], *, network: Any, rules: 
                                          f"{snap.message}"))
         else:
             ok.append((ts, snap))
-    times, dists = engine.legs(network, [s.node for _, s in ok], call_snap.node, [ts.team_id for ts, _ in ok])
+    times, legs = engine.lazy_legs(network, [s.node for _, s in ok], call_snap.node, [ts.team_id for ts, _ in ok])
     eligible = []
-    for (ts, snap), t, d in zip(ok, times, dists, strict=True):
+    for k, ((ts, snap), t) in enumerate(zip(ok, times, strict=True)):
         eta = snap.time_s + float(t) + call_snap.time_s
         if not math.isfinite(eta):
             ineligible.append(Ineligible(ts.team_id, ts.team.team_type, "unreachable", "no road path to the call"))
             continue
-        dist = snap.distance_m + float(d) + call_snap.distance_m
-        eligible.append((ts, type_tier[ts.team.team_type], eta, dist, ts.position_age_s(now)))
-    return _Candidates(call, rule.name, tiers, eligible, ineligible)
+        eligible.append((ts, type_tier[ts.team.team_type], eta, k, ts.position_age_s(now)))
+
+    def distance(ks: Sequence[int]) -> list[float]:
+        # Road distances cost more than times: only the teams a caller returns need them.
+        return [ok[k][1].distance_m + float(d) + call_snap.distance_m for k, d in zip(ks, legs(ks), strict=True)]
+
+    return _Candidates(call, rule.name, tiers, eligible, ineligible, distance)
 
 
 def _rank_key(eta_s: float, team_id: str) -> tuple[int, str]:
@@ -613,23 +710,24 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: Any, rules: Rule
     ineligible = list(cand.ineligible)
     chosen = min((k for _, k, *_ in cand.eligible), default=None)
     ranked = []
-    for ts, k, eta, dist, age in cand.eligible:
+    for ts, k, eta, leg, age in cand.eligible:
         if k != chosen:
             ineligible.append(Ineligible(ts.team_id, ts.team.team_type, "lower_tier",
                                          f"{ts.team.team_type.value} serves in {_tier_label(tiers, k)}; "
                                          f"{_tier_label(tiers, chosen)} has an eligible team"))  # type: ignore[arg-type]
             continue
-        ranked.append((_rank_key(eta, ts.team_id), ts, eta, dist, age))
+        ranked.append((_rank_key(eta, ts.team_id), ts, eta, leg, age))
     ranked.sort(key=lambda r: r[0])
     omitted = 0
     if top is not None and len(ranked) > top:
         omitted = len(ranked) - top
         ranked = ranked[:top]
+    dists = cand.distance([leg for _, _, _, leg, _ in ranked])
     suggestions = [
         Suggestion(rank=i + 1, team_id=ts.team_id, team_type=ts.team.team_type, name=ts.team.name,
                    status=ts.status, eta_s=eta, distance_m=dist, stale=age > stale_after, position_age_s=age,
                    lat=ts.lat, lon=ts.lon, dedicated=ts.team.dedicated, tier=tiers[chosen].name)
-        for i, (_, ts, eta, dist, age) in enumerate(ranked)
+        for i, ((_, ts, eta, _, age), dist) in enumerate(zip(ranked, dists, strict=True))
     ]
     order = {ts.team_id: i for i, ts in enumerate(teams)}
     ineligible.sort(key=lambda x: order.get(x.team_id, 0))
@@ -903,16 +1001,16 @@ def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: Any, r
     team_index = {ts.team_id: j for j, ts in enumerate(teams)}
     n, m = len(located), len(teams)
     eta = np.full((n, m), np.inf)
-    dist = np.full((n, m), np.inf)
+    leg = np.full((n, m), -1, dtype=int)
     tier = np.full((n, m), -1, dtype=int)
     age = np.zeros(m)
     cands = []
     for i, call in enumerate(located):
         cand = _candidates(call, teams, network=network, rules=rules, now=now)
         cands.append(cand)
-        for ts, k, e, d, a in cand.eligible:
+        for ts, k, e, g, a in cand.eligible:
             j = team_index[ts.team_id]
-            eta[i, j], dist[i, j], tier[i, j], age[j] = e, d, k, a
+            eta[i, j], leg[i, j], tier[i, j], age[j] = e, g, k, a
     order = sorted(range(m), key=lambda j: teams[j].team_id)
     rank = [0] * m
     for r, j in enumerate(order):
@@ -934,8 +1032,9 @@ def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: Any, r
             continue
         ts = teams[j]
         k = int(tier[i, j])
+        dist = cands[i].distance([int(leg[i, j])])[0]
         assignments.append(Assignment(call.call_id, ts.team_id, ts.team.team_type, float(eta[i, j]),
-                                      float(dist[i, j]), cands[i].tiers[k].name, k, bool(age[j] > stale_after),
+                                      float(dist), cands[i].tiers[k].name, k, bool(age[j] > stale_after),
                                       ts.lat, ts.lon))
     return AssignmentResult(located, assignments, unserved, sol.objective, sol.optimal, sol.status,
                             sol.solve_time_s, float(pen), float(uns), now)

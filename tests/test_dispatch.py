@@ -87,6 +87,28 @@ def test_warm_up_makes_calls_lookups_with_the_same_answers(boston, places, rules
     assert warm == cold
 
 
+def test_distances_are_the_same_whether_walked_along_one_path_or_computed_for_the_whole_tree(
+        boston, places, rules, fleet) -> None:
+    # The engine walks the path of the few teams a caller returns and computes a whole tree's
+    # distances only when many are wanted: both must give the same numbers, and the route's length.
+    rng = np.random.default_rng(23)
+    for _ in range(12):
+        moved = [replace(ts, lat=ts.lat + rng.normal(0, 0.004), lon=ts.lon + rng.normal(0, 0.004)) for ts in fleet]
+        call = _call(rng.uniform(42.31, 42.36), rng.uniform(-71.09, -71.04), safety_risk=True)
+        clear_caches()
+        one = suggest(call, moved, network=boston, rules=rules, places=places, now=NOW, top=2)
+        walked = list(eta_engine(boston).reverse_rows.values())
+        assert walked and all(row.dist is None for row in walked)  # only paths were walked
+        clear_caches()
+        every = suggest(call, moved, network=boston, rules=rules, places=places, now=NOW)
+        assert len(every.suggestions) > 8
+        assert [(s.team_id, s.eta_s, s.distance_m) for s in one.suggestions] == [
+            (s.team_id, s.eta_s, s.distance_m) for s in every.suggestions[:2]]
+        for s in one.suggestions:
+            assert s.distance_m == pytest.approx(boston.route((s.lat, s.lon), (call.lat, call.lon)).distance_m,
+                                                 abs=1e-3)
+
+
 def test_ranking_is_by_eta_with_ties_by_team_id(boston, places, rules, fleet) -> None:
     result = suggest(_call(*DORCHESTER, safety_risk=True), fleet, network=boston, rules=rules, places=places,
                      now=NOW)
@@ -440,6 +462,15 @@ def test_cli_assign_and_demo(tmp_path: Path, data_dir: Path) -> None:
 
     with Store(db) as s:
         assert {a["call_id"] for a in s.assignments()} == {a["call_id"] for a in r["assignments"]}
+        # Applied, in the same transaction: the assigned teams are en route, so no one can take them.
+        assert {ts.team_id for ts in s.teams() if ts.status.value == "en_route"} == set(served)
+    # A dry run prints a plan (with other teams: the first ones are busy) and changes nothing.
+    code, out, _ = _run("assign", "--calls", str(path), "--db", db, "--at", NOW.isoformat(), "--json", "--dry-run")
+    assert code == 0
+    assert not {a["team_id"] for a in json.loads(out)["assignments"]} & set(served)
+    with Store(db) as s:
+        assert len(s.decisions("assignment")) == 1
+        assert sum(ts.status.value == "en_route" for ts in s.teams()) == len(served)
     code, out, _ = _run("demo", "--at", NOW.isoformat(), "--json")
     assert code == 0
     demo = json.loads(out)

@@ -30,6 +30,7 @@ from routing.dispatch import assign, suggest
 from routing.errors import Conflict, NotFound
 from routing.fleet import TRANSITIONS, TeamState, TeamStatus, load_fleet, team_from_dict
 from routing.service import GroupCommitStore, GroupWriter, create_app
+from routing.store import Store
 from routing.triage import Call, load_rules
 
 TOKENS = {role: f"{role.value}-{secrets.token_urlsafe(24)}" for role in Role}
@@ -495,13 +496,13 @@ def test_two_dispatchers_racing_for_one_team_get_one_yes_and_one_no(svc: Svc) ->
     results: list[int] = []
     barrier = threading.Barrier(2)
     store = svc.app.state.service.store
-    record = store.record_assignment
+    record = store.assign
 
-    def slow_record(*args: Any, **kwargs: Any) -> Any:  # a slow disk widens the window a race needs
+    def slow_record(*args: Any, **kwargs: Any) -> Any:  # a slow road search widens the window a race needs
         time.sleep(0.2)
         return record(*args, **kwargs)
 
-    store.record_assignment = slow_record
+    store.assign = slow_record
 
     def go(call_id: str) -> None:
         barrier.wait()
@@ -515,6 +516,43 @@ def test_two_dispatchers_racing_for_one_team_get_one_yes_and_one_no(svc: Svc) ->
         t.join()
     assert sorted(results) == [201, 409]
     assert len(committed(svc.db, "SELECT * FROM assignments WHERE team_id = ?", (team,))) == 1
+
+
+def test_a_team_assigned_by_another_process_on_the_same_database_is_409(svc: Svc) -> None:
+    from routing.dispatch import Assignment, AssignmentResult
+
+    _new_call(svc, "c-cli", *CITY_HALL)
+    _new_call(svc, "c-svc", *CITY_HALL)
+    other = Store(svc.db)  # what the CLI opens: its own connection, the service's lock does not apply
+    try:
+        ts = other.team("P-A1")
+        a = Assignment("c-cli", "P-A1", ts.team.team_type, 60.0, 500.0, "manual", 0, False, ts.lat, ts.lon)
+        other.assign(AssignmentResult([other.call("c-cli")], [a], [], 60.0, True, "MANUAL", 0.0, 1.0, 1.0,
+                                      datetime.now(UTC)))
+    finally:
+        other.close()
+    r = svc.req("POST", "/calls/c-svc/assign", Role.dispatcher, json={"team_id": "P-A1", "override": True})
+    assert r.status_code == 409 and r.json()["field"] == "team_id"
+    assert committed(svc.db, "SELECT call_id FROM assignments WHERE team_id = 'P-A1'") == [("c-cli",)]
+
+
+def test_a_call_shows_its_suggestions_and_assignments(svc: Svc) -> None:
+    received = datetime.now(UTC).isoformat()
+    first = _new_call(svc, "c-show", *CITY_HALL, received=received)
+    _new_call(svc, "c-other", *ROXBURY)
+    again = svc.req("POST", "/calls", Role.dispatcher, json={"call_id": "c-show", "lat": CITY_HALL[0],
+                                                              "lon": CITY_HALL[1], "received": received})
+    assert again.status_code == 201
+    team = first["suggestions"][0]["team_id"]
+    assert svc.req("POST", "/calls/c-show/assign", Role.dispatcher, json={"team_id": team}).status_code == 201
+    r = svc.req("GET", "/calls/c-show", Role.analyst)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["call"]["call_id"] == "c-show"
+    assert [a["team_id"] for a in body["assignments"]] == [team]
+    # Both suggestion decisions of this call, newest first, none of the other call's.
+    assert [s["decision_id"] for s in body["suggestions"]] == [again.json()["decision_id"], first["decision_id"]]
+    assert body["suggestions"][1]["suggestions"] == first["suggestions"]
 
 
 # --------------------------------------------------------------------------------------------- joint

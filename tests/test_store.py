@@ -381,7 +381,7 @@ def test_group_commits_once_and_a_refused_write_leaves_the_others(tmp_path: Path
 def test_conflicts_name_their_field(store: Store) -> None:
     store.set_status("EC-1", "en_route", at=T0 + timedelta(minutes=2))
     with pytest.raises(Conflict) as err:
-        store.set_status("EC-1", "returning", at=T0 + timedelta(minutes=3))  # en route -> returning: no
+        store.set_status("EC-1", "transporting", at=T0 + timedelta(minutes=3))  # not from en route
     assert err.value.field == "status"
     with pytest.raises(Conflict) as err:
         store.set_status("EC-1", "on_scene", at=T0 + timedelta(minutes=1))  # older than the last change
