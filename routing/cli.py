@@ -13,9 +13,10 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from routing.errors import CrisisDispatchError
+from routing.errors import CrisisDispatchError, InvalidInput
 
 # Modules that contribute subcommands, each with ``register(subparsers, common)``.
 _COMMAND_MODULES = (
@@ -55,6 +56,36 @@ def parse_latlon(text: str) -> tuple[float, float]:
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise argparse.ArgumentTypeError(f"coordinates out of range (lat -90..90, lon -180..180): {text!r}")
     return lat, lon
+
+
+def number_arg(kind: type = float, *, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False, what: str = "a number") -> Callable[[str], Any]:
+    """An argparse ``type``: a finite ``int`` or ``float`` within bounds, else a one-line usage error.
+
+    ``low_open`` / ``high_open`` make a bound exclusive; ``what`` names the expectation in the message.
+    """
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if not math.isfinite(value) or too_low or too_high:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def write_json_file(path: str | Path, doc: Any, *, field: str = "output") -> None:
+    """Write ``doc`` as JSON (NaN refused); a path that cannot be written is a one-line user error."""
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(to_jsonable(doc), fh, allow_nan=False)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}", field=field) from None
 
 
 def to_jsonable(obj: Any) -> Any:

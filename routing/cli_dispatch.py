@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from routing.cli import emit, parse_latlon, to_jsonable
+from routing.cli import emit, number_arg, parse_latlon, to_jsonable
 from routing.cli_network import add_network_args, network_from_args
 from routing.dispatch import AssignmentResult, SuggestionResult, assign, decision_inputs, suggest, warm_up
 from routing.errors import InvalidInput
@@ -69,26 +69,10 @@ def time_arg(text: str) -> datetime:
         raise argparse.ArgumentTypeError(exc.message) from None
 
 
-def positive_int(text: str) -> int:
-    """Argparse type: an integer >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+positive_int = number_arg(int, low=1, what="a positive integer")
 
 
-def seconds(text: str) -> float:
-    """Argparse type: a finite, non-negative number of seconds."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not (v >= 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a non-negative number of seconds, got {text!r}")
-    return v
+seconds = number_arg(float, low=0, what="a non-negative number of seconds")
 
 
 def add_db(parser: argparse.ArgumentParser) -> None:

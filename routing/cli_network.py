@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from routing.cli import emit, parse_latlon
+from routing.cli import emit, number_arg, parse_latlon, write_json_file
 from routing.network import RoadNetwork, load_network
 
 
@@ -19,6 +19,9 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hour", type=_hour, help="hour of day 0-23 for time-of-day speed factors")
 
 
+_hour = number_arg(int, low=0, high=23, what="an hour of day 0-23")
+
+
 def network_from_args(args: argparse.Namespace) -> RoadNetwork:
     """Load the network the command-line options name, in the requested profile."""
     network = load_network(args.data, source=args.source, speeds=args.speeds)
@@ -27,14 +30,6 @@ def network_from_args(args: argparse.Namespace) -> RoadNetwork:
     return network
 
 
-def _hour(text: str) -> int:
-    try:
-        hour = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"hour must be an integer 0-23, got {text!r}") from None
-    if not 0 <= hour <= 23:
-        raise argparse.ArgumentTypeError(f"hour must be an integer 0-23, got {text!r}")
-    return hour
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -68,8 +63,7 @@ def _info(args: argparse.Namespace) -> int:
 def _route(args: argparse.Namespace) -> int:
     route = network_from_args(args).route(args.origin, args.destination)
     if args.geojson:
-        with open(args.geojson, "w", encoding="utf-8") as fh:
-            json.dump(route.to_geojson(), fh)
+        write_json_file(args.geojson, route.to_geojson(), field="geojson")
     emit(args, route, lambda r: f"{r.travel_time_s / 60:.1f} min, {r.distance_m / 1000:.2f} km, "
                                 f"{len(r.nodes)} nodes")
     return 0

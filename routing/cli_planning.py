@@ -16,12 +16,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
 from typing import Any
 
-from routing.cli import emit
+from routing.cli import emit, number_arg, write_json_file
 from routing.errors import InvalidInput
 
 #: Team types that answer mental-health calls: today's staging for ``stage`` without ``--team-type``.
@@ -31,54 +29,19 @@ _CALL_FLAGS = ("mental_health", "safety_risk", "weapon", "needs_transport")
 
 # ---------------------------------------------------------------------------------------------- arguments
 
-def _positive_minutes(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected minutes as a number, got {text!r}") from None
-    if not (math.isfinite(v) and 0 < v <= 180):
-        raise argparse.ArgumentTypeError(f"minutes must be in (0, 180], got {text!r}")
-    return v
+_positive_minutes = number_arg(float, low=0, high=180, low_open=True, what="minutes in (0, 180]")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+_positive_int = number_arg(int, low=1, what="a positive integer")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
+_positive_float = number_arg(float, low=0, low_open=True, what="a positive number")
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return v
+_non_negative_float = number_arg(float, low=0, what="a non-negative number")
 
 
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not (0 <= v < 1):
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return v
+_fraction = number_arg(float, low=0, high=1, high_open=True, what="a number in [0, 1)")
 
 
 def _call_class(text: str) -> dict[str, bool]:
@@ -298,11 +261,7 @@ def staging_result_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, A
 # ---------------------------------------------------------------------------------------------- commands
 
 def _write_geojson(path: str, doc: dict[str, Any]) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, allow_nan=False)
-    except OSError as exc:
-        raise InvalidInput(f"cannot write {path}: {exc.strerror}", field="geojson") from None
+    write_json_file(path, doc, field="geojson")
 
 
 def _fmt_s(v: float | None) -> str:

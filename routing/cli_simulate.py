@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import math
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from routing.cli import emit
+from routing.cli import emit, number_arg, write_json_file
 from routing.config import require_data_dir
 from routing.errors import InvalidInput
 from routing.network import load_network
@@ -32,35 +30,13 @@ from routing.simulate import (
     simulate,
 )
 
-
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
+_positive = number_arg(float, low=0, low_open=True, what="a positive number")
 
 
-def _non_negative(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return v
+_non_negative = number_arg(float, low=0, what="a number >= 0")
 
 
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}")
-    return v
+_seed = number_arg(int, low=0, what="a non-negative integer seed")
 
 
 def _start(text: str) -> Any:
@@ -183,10 +159,7 @@ def _write_geojson(path: str, results: list[SimulationResult], *, several: bool)
     target = Path(path)
     for r in results:
         out = target.with_name(f"{target.stem}-{r.policy.name}{target.suffix}") if several else target
-        try:
-            out.write_text(json.dumps(r.to_geojson()), encoding="utf-8")
-        except OSError as exc:
-            raise InvalidInput(f"cannot write {out}: {exc}", field="geojson") from None
+        write_json_file(out, r.to_geojson(), field="geojson")
 
 
 def _write_records(path: str, results: list[SimulationResult]) -> None:
