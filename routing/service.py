@@ -5,11 +5,12 @@ with uvicorn. The road network, places and rules are loaded once, in the lifespa
 
 Contract, in brief (full list in docs/SERVICE.md):
 
-- Every error is JSON ``{"detail": <one line>, "field": <name or null>, "error": <kind>}``; the status
-  comes from the error class of :mod:`routing.errors`: 422 malformed or out-of-area input (including
-  non-finite numbers), 404 unknown team or call, 409 a write that contradicts the stored state (an
-  impossible status transition, a position older than the stored one, a team no longer dispatchable),
-  413 an oversized body, 401 / 403 authentication and role. 500 is reserved for bugs.
+- Every error is JSON ``{"detail": <one line>, "field": <name or null>, "error": <kind>}``. As the
+  issue's contract says, every bad input to a write is **422** naming the field: malformed, non-finite
+  or out-of-area values, an unknown team or call, an impossible status transition, a position older
+  than the stored one, a team no longer dispatchable, an oversized body (``error`` tells these apart:
+  ``InvalidInput``, ``NotFound``, ``Conflict``, ``PayloadTooLarge``). Reading an unknown resource is
+  404; 401 / 403 are authentication and role. 500 is reserved for bugs.
 - Durability: a write is answered only after the SQLite COMMIT that contains it has returned (WAL,
   ``synchronous=FULL``), so an acknowledged write survives ``kill -9`` or a power cut.
 - Concurrency: one thread (:class:`GroupWriter`) performs every database write of the process, in
@@ -224,8 +225,9 @@ class ErrorOut(BaseModel):
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text} for code, text in (
         (401, "no or unknown bearer token"), (403, "the token's role may not do this"),
-        (404, "unknown team, call or path"), (409, "contradicts the stored state"),
-        (413, "request body too large"), (422, "malformed or out-of-area input"))}
+        (404, "unknown team, call or path (reads)"),
+        (422, "bad input: malformed or out-of-area values, unknown team or call, a write that contradicts "
+              "the stored state, a body too large"))}
 
 
 class PositionIn(_Model):
@@ -322,6 +324,8 @@ async def _on_validation(request: Request, exc: RequestValidationError) -> JSONR
 async def _on_domain_error(request: Request, exc: CrisisDispatchError) -> JSONResponse:
     # A missing data file at request time is the server's state, not the caller's fault, nor a bug.
     status = 503 if isinstance(exc, DataMissing) else int(getattr(exc, "status_code", 400))
+    if request.method not in ("GET", "HEAD") and status in (404, 409):
+        status = 422  # a write naming an unknown team or contradicting the state is bad input
     return _error(status, exc.message, exc.field, type(exc).__name__)
 
 
@@ -341,7 +345,7 @@ async def _on_bug(request: Request, exc: Exception) -> JSONResponse:
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` with 413, whether declared or streamed.
+    """Refuse request bodies over ``max_bytes`` with 422, whether declared or streamed.
 
     A declared ``Content-Length`` over the limit is refused before reading anything; otherwise the body
     is read (never more than the limit plus one chunk) and replayed to the application, so a chunked
@@ -397,7 +401,7 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _too_large(self, send: Send) -> None:
-        await self._reject(send, 413, f"request body larger than {self.max_bytes} bytes", "PayloadTooLarge")
+        await self._reject(send, 422, f"request body larger than {self.max_bytes} bytes", "PayloadTooLarge")
 
     async def _reject(self, send: Send, status: int, detail: str, kind: str) -> None:
         resp = _error(status, detail, "body", kind, {"Connection": "close"})
@@ -529,7 +533,7 @@ def create_app(
     source, speeds, mode
         Road source, speed model and response mode, as for the CLI's network options.
     max_body_bytes
-        Larger request bodies get 413.
+        Larger request bodies get 422 (``PayloadTooLarge``).
     write_group
         At most this many queued writes share one commit (1: a commit per write, the naive way).
 
@@ -771,7 +775,7 @@ def _assign_one(state: ServiceState, call_id: str, team_id: str, *, override: bo
     """Record that ``team_id`` goes to ``call_id`` and set the team en route, in one transaction.
 
     :meth:`Store.assign` re-checks inside its transaction that the team is still dispatchable, so two
-    dispatchers (or the service and a CLI) racing for one team get one success and one 409. A retried
+    dispatchers (or the service and a CLI) racing for one team get one success and one 422 (Conflict). A retried
     request (the team already went to this very call) answers the recorded assignment, ``created: false``.
     """
     from routing.dispatch import Assignment, AssignmentResult, decision_inputs, suggest
@@ -810,7 +814,7 @@ def _assign_one(state: ServiceState, call_id: str, team_id: str, *, override: bo
     try:
         decision_id = state.write(store.assign, plan, [call], inputs, at=now)
     except Conflict:
-        # Lost a race: to an identical request (answer as a retry), or to another call (the 409 stands).
+        # Lost a race: to an identical request (answer as a retry), or to another call (the Conflict stands).
         retried = _already_assigned(state, call_id, team_id, now)
         if retried is not None:
             return retried

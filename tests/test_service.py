@@ -215,12 +215,12 @@ def test_position_reports_are_committed_before_the_answer_and_kept_in_order(svc:
     assert last2 == hist[-2:]
 
 
-def test_an_older_position_is_409_and_changes_nothing(svc: Svc) -> None:
+def test_an_older_position_is_422_and_changes_nothing(svc: Svc) -> None:
     new = {"lat": 42.3612, "lon": -71.0598, "timestamp": future(10)}
     assert svc.req("PUT", "/teams/CR-A1/position", Role.locator, json=new).status_code == 200
     old = {"lat": 42.3650, "lon": -71.0550, "timestamp": future(5)}
     r = svc.req("PUT", "/teams/CR-A1/position", Role.locator, json=old)
-    assert r.status_code == 409
+    assert r.status_code == 422
     assert r.json()["field"] == "timestamp" and r.json()["error"] == "Conflict"
     team = svc.req("GET", "/teams/CR-A1").json()
     assert (team["lat"], team["lon"]) == (new["lat"], new["lon"])
@@ -272,7 +272,7 @@ def test_a_body_that_is_not_json_is_422(shared: Svc) -> None:
     assert r.status_code == 422 and r.json()["field"] == "body"
 
 
-def test_unknown_team_is_404_on_every_team_endpoint(shared: Svc) -> None:
+def test_unknown_team_is_404_to_read_and_422_to_write(shared: Svc) -> None:
     for method, path, role, body in [
         ("GET", "/teams/NO-SUCH", Role.analyst, None),
         ("GET", "/teams/NO-SUCH/positions", Role.analyst, None),
@@ -281,22 +281,22 @@ def test_unknown_team_is_404_on_every_team_endpoint(shared: Svc) -> None:
         ("PUT", "/teams/NO-SUCH/status", Role.dispatcher, {"status": "available"}),
     ]:
         r = shared.req(method, path, role, json=body)
-        assert r.status_code == 404, (path, r.text)
+        assert r.status_code == (404 if method == "GET" else 422), (path, r.text)
         assert r.json() == {"detail": "unknown team 'NO-SUCH'", "field": "team_id", "error": "NotFound"}
 
 
-def test_oversized_bodies_are_413_declared_or_streamed(svc: Svc) -> None:
+def test_oversized_bodies_are_422_declared_or_streamed(svc: Svc) -> None:
     big = b'{"lat": 42.36, "lon": -71.06, "pad": "' + b"x" * 300_000 + b'"}'
     r = svc.req("PUT", "/teams/CR-A1/position", Role.locator, content=big,
                 headers={"Content-Type": "application/json"})
-    assert r.status_code == 413 and r.json()["error"] == "PayloadTooLarge"
+    assert r.status_code == 422 and r.json()["error"] == "PayloadTooLarge"
 
     def chunks():  # no Content-Length: the middleware must count what arrives
         for _ in range(40):
             yield b"x" * 10_000
 
     r = svc.req("POST", "/calls", Role.dispatcher, content=chunks(), headers={"Content-Type": "application/json"})
-    assert r.status_code == 413
+    assert r.status_code == 422
     assert svc.req("GET", "/calls").json()["calls"] == []
     ok = svc.req("PUT", "/teams/CR-A1/position", Role.locator, json={"lat": 42.3612, "lon": -71.0598})
     assert ok.status_code == 200  # the service is unharmed
@@ -320,12 +320,12 @@ def test_status_changes_follow_the_lifecycle(svc: Svc) -> None:
     hist = svc.req("GET", "/teams/P-B2/statuses", Role.analyst).json()["statuses"]
     assert [h["new_status"] for h in hist] == ["available", "en_route", "on_scene", "transporting", "returning",
                                                "available"]
-    # Every transition the lifecycle forbids is refused with 409 naming the status.
+    # Every transition the lifecycle forbids is refused with 422 naming the status.
     forbidden = [s for s in TeamStatus if s not in TRANSITIONS[TeamStatus.available] and s != TeamStatus.available]
     assert forbidden
     for status in forbidden:
         r = svc.req("PUT", path, Role.dispatcher, json={"status": status.value})
-        assert r.status_code == 409, status
+        assert r.status_code == 422, status
         assert r.json()["field"] == "status"
     assert svc.req("GET", "/teams/P-B2").json()["status"] == "available"
 
@@ -339,10 +339,10 @@ def test_bad_status_bodies_are_422(shared: Svc, body: dict[str, Any], field: str
     assert r.status_code == 422 and r.json()["field"] == field
 
 
-def test_a_status_change_older_than_the_last_is_409(svc: Svc) -> None:
+def test_a_status_change_older_than_the_last_is_422(svc: Svc) -> None:
     assert svc.req("PUT", "/teams/P-B2/status", json={"status": "en_route", "timestamp": future(20)}).status_code == 200
     r = svc.req("PUT", "/teams/P-B2/status", json={"status": "on_scene", "timestamp": future(10)})
-    assert r.status_code == 409 and r.json()["field"] == "timestamp"
+    assert r.status_code == 422 and r.json()["field"] == "timestamp"
 
 
 # --------------------------------------------------------------------------------------------- calls
@@ -389,14 +389,14 @@ def test_top_limits_the_suggestions(svc: Svc) -> None:
     assert svc.req("POST", "/calls?top=0", json={"lat": CITY_HALL[0], "lon": CITY_HALL[1]}).status_code == 422
 
 
-def test_a_call_without_id_gets_one_and_a_repeat_with_other_details_is_409(svc: Svc) -> None:
+def test_a_call_without_id_gets_one_and_a_repeat_with_other_details_is_422(svc: Svc) -> None:
     r = svc.req("POST", "/calls", Role.dispatcher, json={"lat": CITY_HALL[0], "lon": CITY_HALL[1]})
     assert r.status_code == 201 and r.json()["call_id"].startswith("call-")
     first = {"call_id": "c-dup", "received": "2024-05-07T14:00:00-04:00", "lat": CITY_HALL[0], "lon": CITY_HALL[1]}
     assert svc.req("POST", "/calls", json=first).status_code == 201
     assert svc.req("POST", "/calls", json=first).status_code == 201  # the same call again: idempotent
     r = svc.req("POST", "/calls", json={**first, "weapon": True})
-    assert r.status_code == 409 and r.json()["error"] == "Conflict"
+    assert r.status_code == 422 and r.json()["error"] == "Conflict"
     assert [c["call_id"] for c in svc.req("GET", "/calls").json()["calls"]].count("c-dup") == 1
 
 
@@ -429,7 +429,7 @@ def test_non_finite_call_coordinates_are_422(shared: Svc) -> None:
 def test_unknown_call_is_404(shared: Svc) -> None:
     assert shared.req("GET", "/calls/nope").status_code == 404
     r = shared.req("POST", "/calls/nope/assign", Role.dispatcher, json={"team_id": "P-A1"})
-    assert r.status_code == 404 and r.json()["field"] == "call_id"
+    assert r.status_code == 422 and r.json()["field"] == "call_id"
 
 
 # --------------------------------------------------------------------------------------------- assign
@@ -464,7 +464,7 @@ def test_assigning_a_team_records_it_and_sends_the_team_en_route(svc: Svc) -> No
     busy = [i for i in out2["ineligible"] if i["team_id"] == best["team_id"]]
     assert busy and busy[0]["code"] == "busy"
     r = svc.req("POST", "/calls/c-a2/assign", Role.dispatcher, json={"team_id": best["team_id"], "override": True})
-    assert r.status_code == 409 and r.json()["field"] == "team_id"
+    assert r.status_code == 422 and r.json()["field"] == "team_id"
 
 
 def test_a_team_outside_the_suggestions_needs_override(svc: Svc) -> None:
@@ -472,7 +472,7 @@ def test_a_team_outside_the_suggestions_needs_override(svc: Svc) -> None:
     suggested = {s["team_id"] for s in out["suggestions"]}
     assert "P-B2" not in suggested  # police is not in a no-risk mental-health call's tiers
     r = svc.req("POST", "/calls/c-mh/assign", Role.dispatcher, json={"team_id": "P-B2"})
-    assert r.status_code == 409 and "override" in r.json()["detail"]
+    assert r.status_code == 422 and "override" in r.json()["detail"]
     assert svc.req("GET", "/teams/P-B2").json()["status"] == "available"
     r = svc.req("POST", "/calls/c-mh/assign", Role.dispatcher, json={"team_id": "P-B2", "override": True})
     assert r.status_code == 201
@@ -481,10 +481,10 @@ def test_a_team_outside_the_suggestions_needs_override(svc: Svc) -> None:
     assert svc.req("GET", "/teams/P-B2").json()["status"] == "en_route"
 
 
-def test_assign_with_an_unknown_team_is_404_and_bad_body_422(svc: Svc) -> None:
+def test_assign_with_an_unknown_team_is_422_naming_it_and_bad_body_422(svc: Svc) -> None:
     _new_call(svc, "c-x", *CITY_HALL)
     r = svc.req("POST", "/calls/c-x/assign", Role.dispatcher, json={"team_id": "NO-SUCH"})
-    assert r.status_code == 404 and r.json()["field"] == "team_id"
+    assert r.status_code == 422 and r.json()["field"] == "team_id"
     r = svc.req("POST", "/calls/c-x/assign", Role.dispatcher, json={"team": "P-A1"})
     assert r.status_code == 422
 
@@ -514,11 +514,11 @@ def test_two_dispatchers_racing_for_one_team_get_one_yes_and_one_no(svc: Svc) ->
         t.start()
     for t in threads:
         t.join()
-    assert sorted(results) == [201, 409]
+    assert sorted(results) == [201, 422]
     assert len(committed(svc.db, "SELECT * FROM assignments WHERE team_id = ?", (team,))) == 1
 
 
-def test_a_team_assigned_by_another_process_on_the_same_database_is_409(svc: Svc) -> None:
+def test_a_team_assigned_by_another_process_on_the_same_database_is_422(svc: Svc) -> None:
     from routing.dispatch import Assignment, AssignmentResult
 
     _new_call(svc, "c-cli", *CITY_HALL)
@@ -532,7 +532,7 @@ def test_a_team_assigned_by_another_process_on_the_same_database_is_409(svc: Svc
     finally:
         other.close()
     r = svc.req("POST", "/calls/c-svc/assign", Role.dispatcher, json={"team_id": "P-A1", "override": True})
-    assert r.status_code == 409 and r.json()["field"] == "team_id"
+    assert r.status_code == 422 and r.json()["field"] == "team_id"
     assert committed(svc.db, "SELECT call_id FROM assignments WHERE team_id = 'P-A1'") == [("c-cli",)]
 
 
@@ -586,7 +586,7 @@ def test_joint_assignment_is_the_engines_and_applies_the_plan(svc: Svc, boston: 
 
 @pytest.mark.parametrize(("body", "status", "field"), [
     ({}, 422, "call_ids"),
-    ({"call_ids": ["never-recorded"]}, 404, "call_id"),
+    ({"call_ids": ["never-recorded"]}, 422, "call_id"),
     ({"calls": [{"lat": 42.36, "lon": -71.06}, {"lat": 42.36}]}, 422, "calls[1].lon"),
     ({"calls": [{"call_id": "d", "lat": 42.36, "lon": -71.06}, {"call_id": "d", "lat": 42.35, "lon": -71.06}]},
      422, "call_id"),
