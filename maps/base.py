@@ -29,6 +29,7 @@ from folium.map import Layer
 from folium.template import Template
 
 from maps.assets import make_offline, remote_references
+from routing.errors import InvalidInput
 
 __all__ = [
     "OSM_ATTRIBUTION",
@@ -708,5 +709,8 @@ def save_map(m: folium.Map, path: str | os.PathLike[str], *, offline: bool) -> P
         remote = remote_references(page)
         if remote:
             raise ValueError(f"offline map would load remote resources: {', '.join(sorted(set(remote))[:5])}")
-    out.write_text(page, encoding="utf-8")
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot write the map to {out}: {exc.strerror or exc}", field="out") from None
     return out

@@ -143,11 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CrisisDispatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`: not an error
+        return 0
+    except OSError as exc:  # the environment (a path, a full disk, a port in use), not a bug: one line
+        print(f"error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
     return int(code or 0)
 
 

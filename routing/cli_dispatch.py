@@ -167,7 +167,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--db", metavar="PATH", type=Path,
                    help="use the live fleet of this database (default: the default fleet at its bases)")
     p.add_argument("--fleet", metavar="TOML", help="fleet file (default: data/fleet.toml)")
-    p.add_argument("--map", metavar="HTML", help="also write the dispatch map here (when maps are available)")
+    p.add_argument("--map", metavar="HTML", default="crisis-dispatch-demo.html",
+                   help="where to write the dispatch map (default: ./crisis-dispatch-demo.html)")
+    p.add_argument("--no-map", action="store_true", help="do not write the map")
+    p.add_argument("--offline", action="store_true",
+                   help="self-contained map with no remote resource (also $CRISIS_DISPATCH_OFFLINE=1)")
     p.add_argument("--independent", action="store_true",
                    help="answer every call against the same fleet (default: the chosen team of each call "
                         "is en route for the following calls)")
@@ -481,7 +485,7 @@ def _demo(args: argparse.Namespace) -> int:
     if store is not None:
         store.record_suggestions(results, decision_inputs(teams, network=network, rules=rules, now=now,
                                                           top=args.top, demo=True))
-    map_note = _write_map(args.map, results, teams, places, network, now) if args.map else None
+    map_note = None if args.no_map else _write_map(args, results, teams, places, network, now)
     local = now.astimezone(ZoneInfo(DEFAULT_TIMEZONE))
     payload = {"now": now.isoformat(), "fleet": source, "sequential": not args.independent, "teams": len(teams),
                "network": network.info(), "map": map_note, "results": [r.to_dict() for r in results]}
@@ -503,13 +507,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_map(path: str, results: list[SuggestionResult], teams: list[TeamState], places: Any, network: Any,
-               now: datetime) -> str:
-    """Hook for the dispatch map: uses ``maps.dispatch.dispatch_map`` once the maps package has it."""
-    try:
-        from maps.dispatch import dispatch_map  # type: ignore[import-not-found]
-    except ImportError:
-        return f"not written: the dispatch map is not available yet (maps.dispatch); wanted {path}"
-    m = dispatch_map(results, teams=teams, places=places, network=network, now=now)
-    m.save(path)
-    return str(Path(path).resolve())
+def _write_map(args: argparse.Namespace, results: list[SuggestionResult], teams: list[TeamState], places: Any,
+               network: Any, now: datetime) -> str:
+    """Write the demo's dispatch map; returns where it went."""
+    from maps.base import save_map
+    from maps.dispatch import dispatch_map
+    from routing.cli_maps import offline_requested
+
+    offline = offline_requested(args)
+    m = dispatch_map(results, teams=teams, places=places, network=network, now=now, offline=offline)
+    return str(save_map(m, args.map, offline=offline).resolve())

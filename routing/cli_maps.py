@@ -17,13 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from routing.cli import emit
+from routing.cli import emit, number_arg
 from routing.errors import InvalidInput
 
 OFFLINE_ENV = "CRISIS_DISPATCH_OFFLINE"
 
 
-def _offline(args: argparse.Namespace) -> bool:
+def offline_requested(args: argparse.Namespace) -> bool:
+    """``--offline`` or ``$CRISIS_DISPATCH_OFFLINE`` set to 1/true/yes/on."""
     env = os.environ.get(OFFLINE_ENV, "").strip().lower()
     return bool(args.offline) or env in ("1", "true", "yes", "on")
 
@@ -91,14 +92,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     _register_planning(kinds, common)
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return v
+_non_negative_int = number_arg(int, low=0, what="a non-negative integer")
 
 
 def _register_planning(kinds: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -136,7 +130,7 @@ def _fleet(args: argparse.Namespace) -> int:
     from routing.fleet import TeamState, load_fleet
     from routing.places import load_places
 
-    offline = _offline(args)
+    offline = offline_requested(args)
     places = load_places(args.data)
     network = network_from_args(args)
     now = datetime.now(UTC)
@@ -171,7 +165,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if len(given) > 1:
         raise InvalidInput(f"give one of --calls FILE, --lat/--lon or --demo, not {' and '.join(given)}",
                            field="calls")
-    offline = _offline(args)
+    offline = offline_requested(args)
     now = args.at or datetime.now(UTC)
     network = network_from_args(args)
     places = load_places(args.data)
@@ -206,7 +200,7 @@ def _coverage(args: argparse.Namespace) -> int:
     from maps.coverage import coverage_map
     from routing.cli_planning import coverage_result_from_args
 
-    offline = _offline(args)
+    offline = offline_requested(args)
     result, context = coverage_result_from_args(args)
     m = coverage_map(result, network=context["network"], places=context["places"], offline=offline)
     path = save_map(m, args.out, offline=offline)
@@ -219,7 +213,7 @@ def _staging(args: argparse.Namespace) -> int:
     from maps.staging import staging_map
     from routing.cli_planning import staging_result_from_args
 
-    offline = _offline(args)
+    offline = offline_requested(args)
     plan, context = staging_result_from_args(args)
     m = staging_map(plan, network=context["network"], places=context["places"], problem=context["problem"],
                     demand=context["demand"], offline=offline, reach_outlines=args.reach_outlines)

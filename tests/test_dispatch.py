@@ -471,13 +471,17 @@ def test_cli_assign_and_demo(tmp_path: Path, data_dir: Path) -> None:
     with Store(db) as s:
         assert len(s.decisions("assignment")) == 1
         assert sum(ts.status.value == "en_route" for ts in s.teams()) == len(served)
-    code, out, _ = _run("demo", "--at", NOW.isoformat(), "--json")
+    page = tmp_path / "demo.html"
+    code, out, _ = _run("demo", "--at", NOW.isoformat(), "--json", "--offline", "--map", str(page))
     assert code == 0
     demo = json.loads(out)
     assert len(demo["results"]) == len(SAMPLE_CALLS)
     assert all(x["suggestions"] for x in demo["results"])
-    code, text, _ = _run("demo", "--at", NOW.isoformat())
-    assert code == 0 and "ETA" in text and "demo-9" in text
+    assert demo["map"] == str(page.resolve()) and "demo-9" in page.read_text()
+    code, text, _ = _run("demo", "--at", NOW.isoformat(), "--no-map")
+    assert code == 0 and "ETA" in text and "demo-9" in text and "map:" not in text
+    code, _, err = _run("demo", "--at", NOW.isoformat(), "--map", str(tmp_path / "no-such-dir" / "x.html"))
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
 
 
 def test_sample_calls_are_where_they_say(places) -> None:
