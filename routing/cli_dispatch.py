@@ -75,6 +75,18 @@ positive_int = number_arg(int, low=1, what="a positive integer")
 seconds = number_arg(float, low=0, what="a non-negative number of seconds")
 
 
+def add_call_args(parser: argparse.ArgumentParser, *, call_id_help: str) -> None:
+    """Add the options of one call (``--lat``, ``--lon``, the class flags, priority, id, time)."""
+    where = parser.add_argument_group("single call")
+    where.add_argument("--lat", type=float)
+    where.add_argument("--lon", type=float)
+    for flag in FLAGS:
+        where.add_argument(f"--{flag.replace('_', '-')}", action="store_true", dest=flag)
+    where.add_argument("--priority", type=int, default=None, help="1 (highest) to 5; default 2")
+    where.add_argument("--call-id", help=call_id_help)
+    where.add_argument("--received", type=time_arg, metavar="TIME", help="when the call came in (default: now)")
+
+
 def add_db(parser: argparse.ArgumentParser) -> None:
     """Add ``--db`` (the shared SQLite database) and ``--fleet`` (used when creating it) to ``parser``."""
     parser.add_argument("--db", metavar="PATH", type=Path,
@@ -133,14 +145,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
     p = subparsers.add_parser("suggest", parents=[common],
                               help="rank the eligible teams for a call (or each call of a file)")
-    where = p.add_argument_group("single call")
-    where.add_argument("--lat", type=float)
-    where.add_argument("--lon", type=float)
-    for flag in FLAGS:
-        where.add_argument(f"--{flag.replace('_', '-')}", action="store_true", dest=flag)
-    where.add_argument("--priority", type=int, default=None, help="1 (highest) to 5; default 2")
-    where.add_argument("--call-id", help="identifier for the audit trail (default: generated)")
-    where.add_argument("--received", type=time_arg, metavar="TIME", help="when the call came in (default: now)")
+    add_call_args(p, call_id_help="identifier for the audit trail (default: generated)")
     p.add_argument("--calls", metavar="FILE", help="batch: CSV or JSON lines with the same fields, one per call")
     p.add_argument("--top", type=positive_int, help="at most N suggestions per call")
     add_db(p)

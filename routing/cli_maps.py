@@ -66,17 +66,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
     p = kinds.add_parser("dispatch", parents=[common],
                          help="a call (or each call of a file) with its ranked teams and their routes")
-    where = p.add_argument_group("single call")
-    where.add_argument("--lat", type=float)
-    where.add_argument("--lon", type=float)
-    from routing.triage import FLAGS
-
-    for flag in FLAGS:
-        where.add_argument(f"--{flag.replace('_', '-')}", action="store_true", dest=flag)
-    where.add_argument("--priority", type=int, default=None, help="1 (highest) to 5; default 2")
-    where.add_argument("--call-id", help="identifier shown on the map (default: generated)")
-    where.add_argument("--received", type=cli_dispatch.time_arg, metavar="TIME",
-                       help="when the call came in (default: now)")
+    cli_dispatch.add_call_args(p, call_id_help="identifier shown on the map (default: generated)")
     p.add_argument("--calls", metavar="FILE", help="several calls: CSV or JSON lines, one per call")
     p.add_argument("--top", type=cli_dispatch.positive_int, help="at most N suggestions per call")
     p.add_argument("--routes", type=_non_negative_int, metavar="N",
