@@ -40,6 +40,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial import cKDTree
 
+from routing import validate
 from routing.config import cache_dir, resolve_data_dir
 from routing.errors import DataMissing, InvalidInput, OutsideServiceArea
 from routing.speeds import SpeedModel, load_speeds, parse_maxspeed
@@ -473,16 +474,9 @@ class RoadNetwork:
 # --------------------------------------------------------------------------- building
 def _validate_latlon(lat: Any, lon: Any, field: str) -> tuple[float, float]:
     try:
-        lat_f, lon_f = float(lat), float(lon)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{field}: latitude and longitude must be numbers, got {lat!r}, {lon!r}",
-                           field=field) from None
-    if not (math.isfinite(lat_f) and math.isfinite(lon_f)):
-        raise InvalidInput(f"{field}: coordinates must be finite numbers, got {lat!r}, {lon!r}", field=field)
-    if not (-90 <= lat_f <= 90 and -180 <= lon_f <= 180):
-        raise InvalidInput(f"{field}: coordinates out of range (lat -90..90, lon -180..180): {lat_f}, {lon_f}",
-                           field=field)
-    return lat_f, lon_f
+        return validate.latlon(lat, lon)
+    except InvalidInput as exc:  # name the point (origin, destination, ...) the caller asked about
+        raise InvalidInput(f"{field}: {exc.message}", field=field) from None
 
 
 def _metric_to_lonlat_coords(coords: np.ndarray) -> np.ndarray:

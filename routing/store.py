@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import sqlite3
 import threading
@@ -50,6 +49,7 @@ from routing.fleet import (
     team_from_dict,
 )
 from routing.triage import Call
+from routing.validate import latlon
 
 DB_ENV = "CRISIS_DISPATCH_DB"
 DEFAULT_DB_NAME = "crisis-dispatch.db"
@@ -374,7 +374,7 @@ class Store:
         Conflict
             A report older than (or as old as, with another position) the stored one.
         """
-        lat, lon = _latlon(lat, lon)
+        lat, lon = latlon(lat, lon)
         when = parse_time(at, field_name="at") if at is not None else _now()
         now = _now()
         if (when - now).total_seconds() > MAX_FUTURE_S:
@@ -689,17 +689,4 @@ def _jsonable(result: Any) -> dict[str, Any]:
     return result.to_dict() if hasattr(result, "to_dict") else dict(result)
 
 
-def _latlon(lat: Any, lon: Any) -> tuple[float, float]:
-    out = []
-    for name, v, lim in (("lat", lat, 90), ("lon", lon, 180)):
-        if isinstance(v, bool):
-            raise InvalidInput(f"{name} must be a number, got {v!r}", field=name)
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"{name} must be a number, got {v!r}", field=name) from None
-        if not math.isfinite(f) or abs(f) > lim:
-            raise InvalidInput(f"{name} must be a finite number within ±{lim}, got {v!r}", field=name)
-        out.append(f)
-    return out[0], out[1]
 

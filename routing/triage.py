@@ -36,6 +36,7 @@ from typing import Any
 from routing.config import project_data_path
 from routing.errors import InvalidInput
 from routing.fleet import TeamType, _read_toml, parse_time, table_lines
+from routing.validate import coordinate
 
 FLAGS = ("mental_health", "safety_risk", "weapon", "needs_transport")
 MAX_PRIORITY = 5
@@ -114,8 +115,8 @@ class Call:
             received = default_received or datetime.now(UTC)
         else:
             received = parse_time(received_raw, field_name="received")
-        lat = _coord(d.get("lat"), "lat", 90)
-        lon = _coord(d.get("lon"), "lon", 180)
+        lat = coordinate(d.get("lat"), "lat", 90)
+        lon = coordinate(d.get("lon"), "lon", 180)
         flags = {f: _bool(d.get(f), f) for f in FLAGS}
         priority = _priority(d.get("priority"))
         names = {}
@@ -153,18 +154,6 @@ class Call:
         }
 
 
-def _coord(value: Any, name: str, limit: float) -> float:
-    if value is None or value == "":
-        raise InvalidInput(f"missing {name}", field=name)
-    if isinstance(value, bool):
-        raise InvalidInput(f"{name} must be a number, got {value!r}", field=name)
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{name} must be a number, got {value!r}", field=name) from None
-    if not math.isfinite(v) or abs(v) > limit:
-        raise InvalidInput(f"{name} must be a finite number within ±{limit:g}, got {value!r}", field=name)
-    return v
 
 
 def _bool(value: Any, name: str) -> bool:
