@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from routing.config import project_data_path
 from routing.errors import Conflict, InvalidInput
+from routing.validate import timestamp
 
 DEFAULT_TIMEZONE = "America/New_York"
 
@@ -296,21 +297,12 @@ def _aware(when: datetime) -> datetime:
 
 
 def parse_time(value: str | datetime, *, field_name: str = "time") -> datetime:
-    """Parse an ISO 8601 time with a UTC offset (``Z`` accepted) into an aware UTC datetime."""
-    if isinstance(value, datetime):
-        try:
-            return _aware(value)
-        except InvalidInput as exc:
-            raise InvalidInput(exc.message, field=field_name) from None
-    text = str(value).strip()
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"not an ISO 8601 time: {text!r}", field=field_name) from None
-    if dt.tzinfo is None:
-        raise InvalidInput(f"time {text!r} needs a UTC offset (e.g. 2024-05-01T14:00:00-04:00 or ...Z)",
-                           field=field_name)
-    return dt.astimezone(UTC)
+    """Parse an ISO 8601 time with a UTC offset (``Z`` accepted) into an aware UTC datetime.
+
+    The same checks as :func:`routing.validate.timestamp` (the one time validator), kept under this name
+    for its callers.
+    """
+    return timestamp(value, field_name)
 
 
 # ---------------------------------------------------------------------------------------------- loading

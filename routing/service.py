@@ -44,14 +44,25 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routing.auth import Permission, Principal, Role, TokenTable, parse_bearer
 from routing.errors import Conflict, CrisisDispatchError, DataMissing, InvalidInput
 from routing.fleet import DISPATCHABLE, TeamState, TeamStatus, TeamType
-from routing.store import Store
+from routing.store import Store, clock_ahead_s
+from routing.validate import timestamp as validate_timestamp
 
 __all__ = ["create_app", "ServiceState", "GroupCommitStore", "GroupWriter", "team_view", "authorize", "MAX_BODY_BYTES"]
 
@@ -208,6 +219,21 @@ _Lon = Annotated[float, Field(strict=True, ge=-180, le=180, description="WGS84 l
 _ID_PATTERN = r"^[A-Za-z0-9_.:#-]{1,80}$"
 
 
+def _timestamp(value: Any) -> datetime | None:
+    # Every time in a body goes through the one validator (routing.validate.timestamp): a string with
+    # a UTC offset, representable in UTC, within its range. Pydantic alone would take epoch numbers and
+    # times such as 9999-12-31T23:59:59-14:00 that overflow later, in the store (a 500).
+    if value is None:
+        return None
+    try:
+        return validate_timestamp(value, "time")
+    except InvalidInput as exc:
+        raise PydanticCustomError("timestamp", exc.message.removeprefix("time: ")) from None
+
+
+_Time = Annotated[AwareDatetime | None, BeforeValidator(_timestamp)]
+
+
 class _Model(BaseModel):
     # Unknown keys are errors (a typo such as ``mental_heath`` must not silently change triage) and
     # NaN / Infinity (which Python's JSON parser accepts) are refused.
@@ -235,22 +261,26 @@ class PositionIn(_Model):
 
     lat: _Lat
     lon: _Lon
-    timestamp: AwareDatetime | None = Field(
-        None, description="when the position was measured, ISO 8601 with offset (default: now)")
+    timestamp: _Time = Field(
+        None, description="when the position was measured, ISO 8601 with offset (default: now); up to 300 s "
+                          "ahead of the server clock is taken as a fast device clock (stored as given, "
+                          "ordered by arrival, reported as clock_ahead_s)")
 
 
 class StatusIn(_Model):
     """A status change."""
 
     status: TeamStatus
-    timestamp: AwareDatetime | None = Field(None, description="when it happened, ISO 8601 with offset")
+    timestamp: _Time = Field(None, description="when it happened, ISO 8601 with offset (default: now); up to "
+                                               "300 s ahead of the server clock, as for positions")
 
 
 class CallIn(_Model):
     """A call for service (the fields of :class:`routing.triage.Call`)."""
 
     call_id: str | None = Field(None, pattern=_ID_PATTERN, description="default: a generated id")
-    received: AwareDatetime | None = Field(None, description="ISO 8601 with offset (default: now)")
+    received: _Time = Field(None, description="ISO 8601 with offset (default: now); its local hour chooses "
+                                              "the hour-of-day speeds of the suggestions")
     lat: _Lat
     lon: _Lon
     mental_health: StrictBool = False
@@ -483,6 +513,21 @@ def team_view(ts: TeamState, now: datetime | None = None) -> dict[str, Any]:
     return d
 
 
+def _clock_view(ts: TeamState, stated: datetime | None, received: datetime) -> dict[str, Any]:
+    """:func:`team_view` plus ``clock_ahead_s`` and, when the body's time was ahead of the server, a ``note``."""
+    out = team_view(ts, received)
+    ahead = clock_ahead_s(stated, received) if stated is not None else 0.0
+    out["clock_ahead_s"] = round(ahead, 3)
+    out["note"] = (f"timestamp is {ahead:.1f} s ahead of the server clock: stored as given, ordered by the time "
+                   "the server received it" if ahead > 0 else None)
+    return out
+
+
+def _network_at(state: ServiceState, when: datetime | None) -> Any:
+    """The road network with the speeds of a request's decision time (the service's mode, its local hour)."""
+    return state.network.for_time(when or datetime.now(UTC), mode=state.network.profile.get("mode"))
+
+
 def _position_view(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"lat": row["lat"], "lon": row["lon"], "timestamp": row["at"], "recorded_at": row["recorded_at"]}
 
@@ -657,20 +702,23 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one place that lists every en
         body = _parse_body(PositionIn, await request.body())
         state = _state(request)
         # The service-area check (a KD-tree query) runs inside report_position before its transaction.
+        received = datetime.now(UTC)
         try:
-            ts = await state.awrite(state.store.report_position, team_id, body.lat, body.lon, body.timestamp)
+            ts = await state.awrite(state.store.report_position, team_id, body.lat, body.lon, body.timestamp,
+                                    received=received)
         except CrisisDispatchError as exc:
             raise _renamed(exc, {"at": "timestamp"}) from None
-        return JSONResponse(team_view(ts))  # already JSON-ready: no response-model pass
+        return JSONResponse(_clock_view(ts, body.timestamp, received))  # JSON-ready: no response-model pass
 
     @app.put("/teams/{team_id}/status", tags=["teams"], summary="Change a team's status (dispatcher)")
     def put_status(request: Request, team_id: _TeamId, body: StatusIn, _: _Dispatcher) -> dict[str, Any]:
         state = _state(request)
+        received = datetime.now(UTC)
         try:
-            ts = state.write(state.store.set_status, team_id, body.status, body.timestamp)
+            ts = state.write(state.store.set_status, team_id, body.status, body.timestamp, received=received)
         except CrisisDispatchError as exc:
             raise _renamed(exc, {"at": "timestamp"}) from None
-        return team_view(ts)
+        return _clock_view(ts, body.timestamp, received)
 
     # ---------------------------------------------------------------- calls
     @app.post("/calls", status_code=201, tags=["calls"],
@@ -683,12 +731,15 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one place that lists every en
         state = _state(request)
         call = Call.from_dict(body.model_dump(exclude_none=True))
         now = datetime.now(UTC)
+        # Speeds of the call's own time (its `received`, else now); shifts and staleness of now.
+        network = _network_at(state, body.received or now)
         teams = state.store.teams()  # a WAL snapshot: never waits for a writer
-        result = suggest(call, teams, network=state.network, rules=state.rules, places=state.places,
+        result = suggest(call, teams, network=network, rules=state.rules, places=state.places,
                          now=now, top=top)
-        inputs = decision_inputs(teams, network=state.network, rules=state.rules, now=now, top=top)
+        inputs = decision_inputs(teams, network=network, rules=state.rules, now=now, top=top)
         decision_id = state.write(state.store.record_suggestion, result, inputs)
-        out = {"call_id": result.call.call_id, "decision_id": decision_id, **result.to_dict()}
+        out = {"call_id": result.call.call_id, "decision_id": decision_id, **result.to_dict(),
+               "profile": network.profile}
         return JSONResponse(_finite(out), status_code=201,
                             headers={"Location": f"/calls/{result.call.call_id}"})
 
@@ -783,16 +834,17 @@ def _assign_one(state: ServiceState, call_id: str, team_id: str, *, override: bo
     store = state.store
     call = store.call(call_id)  # 404 for an unknown call
     now = datetime.now(UTC)
+    network = _network_at(state, call.received)
     current = store.team(team_id)  # 404 for an unknown team
     retried = _already_assigned(state, call_id, team_id, now)
     if retried is not None:
-        return retried
+        return {**retried, "profile": network.profile}
     if current.status not in DISPATCHABLE:
         raise Conflict(f"team {team_id} is {current.status.value}, not dispatchable "
                        "(available or returning)", field="team_id")
     # The road search runs here, outside any transaction, on a WAL snapshot; Store.assign re-checks.
     teams = store.teams()
-    result = suggest(call, teams, network=state.network, rules=state.rules, places=state.places, now=now)
+    result = suggest(call, teams, network=network, rules=state.rules, places=state.places, now=now)
     snap = next(ts for ts in teams if ts.team_id == team_id)
     sug = next((s for s in result.suggestions if s.team_id == team_id), None)
     note = None
@@ -805,24 +857,25 @@ def _assign_one(state: ServiceState, call_id: str, team_id: str, *, override: bo
             raise Conflict(f"team {team_id} is not suggested for {call_id}: {why.reason}; "
                            "send \"override\": true to assign it anyway", field="team_id")
         note = why.reason if why is not None else None
-        assignment = _manual_assignment(state, call, snap, now)
+        assignment = _manual_assignment(state, network, call, snap, now)
     plan = AssignmentResult([call], [assignment], [], assignment.eta_s if math.isfinite(assignment.eta_s)
                             else 0.0, True, "MANUAL" if note is None else "OVERRIDE", 0.0,
                             state.rules.tier_penalty_s, state.rules.unserved_penalty_s, now)
-    inputs = decision_inputs(teams, network=state.network, rules=state.rules, now=now,
+    inputs = decision_inputs(teams, network=network, rules=state.rules, now=now,
                              chosen_by="dispatcher", override_reason=note)
     try:
-        decision_id = state.write(store.assign, plan, [call], inputs, at=now)
+        decision_id = state.write(store.assign, plan, [call], inputs, at=now, received=now)
     except Conflict:
         # Lost a race: to an identical request (answer as a retry), or to another call (the Conflict stands).
         retried = _already_assigned(state, call_id, team_id, now)
         if retried is not None:
-            return retried
+            return {**retried, "profile": network.profile}
         raise
     current = store.team(team_id)
     return {"created": True, "call_id": call_id, "decision_id": decision_id, "assignment": assignment.to_dict(),
             "team": team_view(current, now), "override": note,
-            "message": f"{team_id} sent to {call_id}" + (f" (override: {note})" if note else "")}
+            "message": f"{team_id} sent to {call_id}" + (f" (override: {note})" if note else ""),
+            "profile": network.profile}
 
 
 def _already_assigned(state: ServiceState, call_id: str, team_id: str, now: datetime) -> dict[str, Any] | None:
@@ -838,12 +891,13 @@ def _already_assigned(state: ServiceState, call_id: str, team_id: str, now: date
             "message": f"{team_id} was already assigned to {call_id}"}
 
 
-def _manual_assignment(state: ServiceState, call: Any, ts: TeamState, now: datetime) -> Any:
-    """An assignment row for a team outside the suggestions: its own ETA, tier from the rules."""
+def _manual_assignment(state: ServiceState, network: Any, call: Any, ts: TeamState, now: datetime) -> Any:
+    """An assignment row for a team outside the suggestions: its own ETA (``network``'s speeds), tier
+    from the rules."""
     from routing.dispatch import Assignment
 
     try:
-        eta = float(state.network.eta((ts.lat, ts.lon), (call.lat, call.lon)))
+        eta = float(network.eta((ts.lat, ts.lon), (call.lat, call.lon)))
     except InvalidInput:
         eta = math.inf
     tiers = state.rules.tiers_for(call)
@@ -870,15 +924,19 @@ def _assign_joint(state: ServiceState, body: AssignmentsIn) -> dict[str, Any]:
         except InvalidInput as exc:
             raise InvalidInput(f"calls[{k}]: {exc.message}", field=f"calls[{k}].{exc.field}") from None
     now = datetime.now(UTC)
+    # One decision time for the joint plan, the server clock: calls received at different hours still
+    # compete for the same teams now.
+    network = _network_at(state, now)
     teams = store.teams()
-    result = assign(calls, teams, network=state.network, rules=state.rules, places=state.places, now=now)
-    out: dict[str, Any] = {"dry_run": body.dry_run, "decision_id": None, **result.to_dict()}
+    result = assign(calls, teams, network=network, rules=state.rules, places=state.places, now=now)
+    out: dict[str, Any] = {"dry_run": body.dry_run, "decision_id": None, **result.to_dict(),
+                           "profile": network.profile}
     if body.dry_run:
         return out
     # One transaction records the plan and sends its teams en route, provided none of them changed
     # (status or position) since the snapshot the plan was computed from.
-    inputs = decision_inputs(teams, network=state.network, rules=state.rules, now=now, chosen_by="joint")
-    out["decision_id"] = state.write(store.assign, result, result.calls, inputs, at=now,
+    inputs = decision_inputs(teams, network=network, rules=state.rules, now=now, chosen_by="joint")
+    out["decision_id"] = state.write(store.assign, result, result.calls, inputs, at=now, received=now,
                                      unchanged={ts.team_id: ts for ts in teams})
     return out
 
@@ -890,7 +948,7 @@ def _coverage(state: ServiceState, *, minutes: float, team_types: Sequence[TeamT
     if state.places is None or state.demand is None:
         raise DataMissing("coverage needs the places and incident data of a data directory (--data)")
     now = datetime.now(UTC)
-    return fleet_coverage(state.store.teams(), network=state.network, places=state.places, minutes=minutes,
+    return fleet_coverage(state.store.teams(), network=_network_at(state, now), places=state.places, minutes=minutes,
                           team_types=[t.value for t in team_types] if team_types else None, demand=state.demand,
                           from_staging=from_staging, at=now, mental_health=mental_health)
 
@@ -909,8 +967,9 @@ def _call_map_html(state: ServiceState, call_id: str, *, offline: bool) -> str:
 
     call = state.store.call(call_id)  # 404 first
     now = datetime.now(UTC)
+    network = _network_at(state, call.received)  # as POST /calls answered it
     teams = state.store.teams()
-    result = suggest(call, teams, network=state.network, rules=state.rules, places=state.places, now=now)
-    m = dispatch_map(result, network=state.network, teams=teams, places=state.places, offline=offline, now=now,
+    result = suggest(call, teams, network=network, rules=state.rules, places=state.places, now=now)
+    m = dispatch_map(result, network=network, teams=teams, places=state.places, offline=offline, now=now,
                      title=f"Call {call_id}: teams that can come now")
     return m.get_root().render()

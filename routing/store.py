@@ -20,6 +20,13 @@ Durability and concurrency:
   re-checks each team inside it, so two processes sharing the file (the service and the CLI) can never
   send one team to two calls.
 
+Device clocks: a report, status change or assignment stamped up to :data:`MAX_FUTURE_S` ahead of the
+server clock is stored with its stated time, and beside it the server time it was received
+(``teams.position_received_at`` / ``status_received_at``; ``recorded_at`` in the history tables). The
+order of a team's reports is judged on their *order time*, ``min(stated, received)``: a device whose
+clock runs fast is ordered by arrival, so one fast report cannot make the correct reports after it look
+"older" until the real clock catches up. Further ahead than the allowance is refused (``field="at"``).
+
 The default database path is ``$CRISIS_DISPATCH_DB``, else ``./crisis-dispatch.db``.
 """
 
@@ -45,15 +52,16 @@ from routing.fleet import (
     check_transition,
     load_fleet,
     parse_status,
-    parse_time,
     team_from_dict,
 )
 from routing.triage import Call
 from routing.validate import latlon
+from routing.validate import timestamp as validate_timestamp
 
 DB_ENV = "CRISIS_DISPATCH_DB"
 DEFAULT_DB_NAME = "crisis-dispatch.db"
-SCHEMA_VERSION = 1
+#: 2: ``teams.position_received_at`` and ``teams.status_received_at`` (a version-1 file is migrated on open).
+SCHEMA_VERSION = 2
 #: A report time further in the future than this is rejected (clock skew allowance, seconds).
 MAX_FUTURE_S = 300.0
 _SNAPSHOT_MIN_BYTES = 512
@@ -68,7 +76,9 @@ CREATE TABLE IF NOT EXISTS teams (
     lat REAL NOT NULL,
     lon REAL NOT NULL,
     position_time TEXT NOT NULL,
-    seq INTEGER NOT NULL
+    seq INTEGER NOT NULL,
+    position_received_at TEXT,
+    status_received_at TEXT
 );
 CREATE TABLE IF NOT EXISTS positions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -143,6 +153,33 @@ def _dt(text: str) -> datetime:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def order_time(stated: datetime, received: datetime | str | None) -> datetime:
+    """The time a report is ordered by: its stated time, or when it arrived if the device was ahead.
+
+    ``received`` ``None`` (a row from before receipt times were kept) orders by the stated time.
+    """
+    if received is None:
+        return stated
+    got = _dt(received) if isinstance(received, str) else received
+    return min(stated, got)
+
+
+def clock_ahead_s(stated: datetime, received: datetime) -> float:
+    """Seconds the device's stated time was ahead of the server's receipt time (0 if not ahead)."""
+    return max(0.0, (stated - received).total_seconds())
+
+
+def _check_not_ahead(when: datetime, received: datetime, what: str) -> None:
+    if (when - received).total_seconds() > MAX_FUTURE_S:
+        raise InvalidInput(f"{what} time {when.isoformat()} is in the future: "
+                           f"{(when - received).total_seconds():.0f} s ahead of the server clock, more than the "
+                           f"{MAX_FUTURE_S:.0f} s allowed for clock skew", field="at")
+
+
+def _received(received: datetime | None) -> datetime:
+    return validate_timestamp(received, "received") if received is not None else _now()
 
 
 class Store:
@@ -295,7 +332,10 @@ class Store:
         with self._write() as con:
             row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is not None:
-                if int(row[0]) != SCHEMA_VERSION:
+                version = int(row[0])
+                if version == 1:
+                    _migrate_1_to_2(con)
+                elif version != SCHEMA_VERSION:
                     raise InvalidInput(f"{self.path}: schema version {row[0]}, expected {SCHEMA_VERSION}",
                                        field="db")
                 if not had_index:  # a database from before the call index: build it once
@@ -307,12 +347,14 @@ class Store:
             else:
                 teams = load_fleet(fleet)
                 source = str(fleet) if fleet is not None else "data/fleet.toml"
-            when = _ts(parse_time(now) if now is not None else _now())
+            when = _ts(validate_timestamp(now, "now") if now is not None else _now())
             recorded = _ts(_now())
             for seq, team in enumerate(teams):
-                con.execute("INSERT INTO teams VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                con.execute("INSERT INTO teams (team_id, spec, status, status_time, lat, lon, position_time, seq, "
+                            "position_received_at, status_received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (team.team_id, json.dumps(team.to_dict(), sort_keys=True),
-                             TeamStatus.available.value, when, team.base_lat, team.base_lon, when, seq))
+                             TeamStatus.available.value, when, team.base_lat, team.base_lon, when, seq,
+                             recorded, recorded))
                 con.execute(_INSERT_POSITION, (team.team_id, team.base_lat, team.base_lon, when, recorded))
                 con.execute(_INSERT_STATUS, (team.team_id, None, TeamStatus.available.value, when, recorded))
             con.executemany("INSERT INTO meta VALUES (?, ?)",
@@ -346,7 +388,7 @@ class Store:
         return {r[0]: r[1] for r in self._con().execute("SELECT key, value FROM meta")}
 
     def report_position(self, team_id: str, lat: float, lon: float, at: datetime | str | None = None, *,
-                        network: Any = None) -> TeamState:
+                        network: Any = None, received: datetime | None = None) -> TeamState:
         """Record a position report and make it the team's current position.
 
         Parameters
@@ -356,9 +398,13 @@ class Store:
         lat, lon
             Position (WGS84).
         at
-            When the position was measured (tz-aware, or ISO 8601 with offset); default now.
+            When the position was measured (tz-aware, or ISO 8601 with offset); default ``received``.
+            Up to :data:`MAX_FUTURE_S` ahead of ``received`` is a fast device clock: stored as stated,
+            ordered by ``received`` (see :func:`order_time`).
         network
             Road network for the service-area check (default: the store's).
+        received
+            Server time the report arrived (default: now); the service passes its request's arrival.
 
         Returns
         -------
@@ -370,15 +416,15 @@ class Store:
         NotFound
             Unknown team.
         InvalidInput, OutsideServiceArea
-            Bad coordinates, a point outside the service area, a time too far in the future.
+            Bad coordinates, a point outside the service area, a time more than :data:`MAX_FUTURE_S`
+            ahead of ``received`` (``field="at"``).
         Conflict
-            A report older than (or as old as, with another position) the stored one.
+            A report whose order time is older than (or as old as, with another position) the stored one's.
         """
         lat, lon = latlon(lat, lon)
-        when = parse_time(at, field_name="at") if at is not None else _now()
-        now = _now()
-        if (when - now).total_seconds() > MAX_FUTURE_S:
-            raise InvalidInput(f"position time {when.isoformat()} is in the future", field="at")
+        now = _received(received)
+        when = validate_timestamp(at, "at") if at is not None else now
+        _check_not_ahead(when, now, "position")
         net = network if network is not None else self.network
         if net is not None:
             net.check_point(lat, lon, field="position")
@@ -387,36 +433,40 @@ class Store:
             if row is None:
                 raise NotFound(f"unknown team {team_id!r}", field="team_id")
             stored = _dt(row["position_time"])
-            if when < stored or (when == stored and (lat, lon) != (row["lat"], row["lon"])):
-                raise Conflict(f"position report for {team_id} at {when.isoformat()} is older than the "
-                               f"stored one ({stored.isoformat()})", field="timestamp")
-            if when == stored:  # an identical retry: nothing to change
+            if when == stored and (lat, lon) == (row["lat"], row["lon"]):  # an identical retry: no change
                 return self._state(row)
+            order, stored_order = order_time(when, now), order_time(stored, row["position_received_at"])
+            if order <= stored_order:
+                raise Conflict(f"position report for {team_id} at {when.isoformat()} is older than the "
+                               f"stored one ({stored.isoformat()}){_order_note(order, when, stored_order, stored)}",
+                               field="timestamp")
             ts = _ts(when)
-            con.execute("UPDATE teams SET lat = ?, lon = ?, position_time = ? WHERE team_id = ?",
-                        (lat, lon, ts, team_id))
+            con.execute("UPDATE teams SET lat = ?, lon = ?, position_time = ?, position_received_at = ? "
+                        "WHERE team_id = ?", (lat, lon, ts, _ts(now), team_id))
             con.execute(_INSERT_POSITION, (team_id, lat, lon, ts, _ts(now)))
             row = con.execute("SELECT * FROM teams WHERE team_id = ?", (team_id,)).fetchone()
         return self._state(row)
 
     def set_status(self, team_id: str, status: TeamStatus | str,
-                   at: datetime | str | None = None) -> TeamState:
+                   at: datetime | str | None = None, *, received: datetime | None = None) -> TeamState:
         """Change a team's status, following the lifecycle (:data:`routing.fleet.TRANSITIONS`).
+
+        ``at`` (default ``received``, default now) and ``received`` follow the clock rule of
+        :meth:`report_position`: a change stamped ahead of the server clock is ordered by its arrival.
 
         Raises
         ------
         NotFound
             Unknown team.
         InvalidInput
-            Unknown status, or a time too far in the future.
+            Unknown status, or a time more than :data:`MAX_FUTURE_S` ahead of ``received`` (``field="at"``).
         Conflict
-            An impossible transition, or a change older than the last one stored.
+            An impossible transition, or a change whose order time is older than the last one stored.
         """
         new = parse_status(status)
-        when = parse_time(at, field_name="at") if at is not None else _now()
-        now = _now()
-        if (when - now).total_seconds() > MAX_FUTURE_S:
-            raise InvalidInput(f"status time {when.isoformat()} is in the future", field="at")
+        now = _received(received)
+        when = validate_timestamp(at, "at") if at is not None else now
+        _check_not_ahead(when, now, "status")
         with self._write() as con:
             row = con.execute("SELECT * FROM teams WHERE team_id = ?", (team_id,)).fetchone()
             if row is None:
@@ -433,12 +483,14 @@ class Store:
                        now: datetime) -> None:
         # Inside the caller's transaction, after it has checked the transition on ``row``.
         stored = _dt(row["status_time"])
-        if when < stored:
+        order, stored_order = order_time(when, now), order_time(stored, row["status_received_at"])
+        if order < stored_order:
             raise Conflict(f"status change for {row['team_id']} at {when.isoformat()} is older than the "
-                           f"last one ({stored.isoformat()})", field="timestamp")
+                           f"last one ({stored.isoformat()}){_order_note(order, when, stored_order, stored)}",
+                           field="timestamp")
         ts = _ts(when)
-        con.execute("UPDATE teams SET status = ?, status_time = ? WHERE team_id = ?",
-                    (new.value, ts, row["team_id"]))
+        con.execute("UPDATE teams SET status = ?, status_time = ?, status_received_at = ? WHERE team_id = ?",
+                    (new.value, ts, _ts(now), row["team_id"]))
         con.execute(_INSERT_STATUS, (row["team_id"], row["status"], new.value, ts, _ts(now)))
 
     def position_history(self, team_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
@@ -446,8 +498,9 @@ class Store:
         with self._read() as con:
             if con.execute("SELECT 1 FROM teams WHERE team_id = ?", (team_id,)).fetchone() is None:
                 raise NotFound(f"unknown team {team_id!r}", field="team_id")
+            # Order time, as for the live row: a report from a fast clock sorts where it arrived.
             rows = con.execute("SELECT lat, lon, at, recorded_at FROM positions WHERE team_id = ? "
-                               "ORDER BY at, id", (team_id,)).fetchall()
+                               "ORDER BY min(at, recorded_at), id", (team_id,)).fetchall()
         out = [dict(r) for r in rows]
         return out[-limit:] if limit else out
 
@@ -457,7 +510,7 @@ class Store:
             if con.execute("SELECT 1 FROM teams WHERE team_id = ?", (team_id,)).fetchone() is None:
                 raise NotFound(f"unknown team {team_id!r}", field="team_id")
             rows = con.execute("SELECT old_status, new_status, at, recorded_at FROM status_changes "
-                               "WHERE team_id = ? ORDER BY at, id", (team_id,)).fetchall()
+                               "WHERE team_id = ? ORDER BY min(at, recorded_at), id", (team_id,)).fetchall()
         return [dict(r) for r in rows]
 
     # ----------------------------------------------------------------- calls and audit trail
@@ -544,7 +597,7 @@ class Store:
 
     def assign(self, result: Any, calls: Sequence[Call] | None = None, inputs: dict[str, Any] | None = None,
                *, at: datetime | str | None = None,
-               unchanged: Mapping[str, TeamState] | None = None) -> int:
+               unchanged: Mapping[str, TeamState] | None = None, received: datetime | None = None) -> int:
         """Record an assignment decision and send its teams ``en_route``, in one transaction.
 
         Inside the transaction (under SQLite's write lock, so also against other processes on the same
@@ -561,11 +614,14 @@ class Store:
         inputs
             Decision inputs for the audit trail (see ``routing.dispatch.decision_inputs``).
         at
-            Time of the status changes (tz-aware or ISO 8601; default now).
+            Time of the status changes (tz-aware or ISO 8601; default ``received``); ahead of ``received``
+            by at most :data:`MAX_FUTURE_S`, ordered as in :meth:`report_position`.
         unchanged
             Team states the decision was computed from: a listed team whose status or position differs
             from it now is a ``Conflict`` (``field="teams"``), so a plan made from an outdated snapshot is
             not applied.
+        received
+            Server time the decision arrived (default: now).
 
         Returns
         -------
@@ -581,12 +637,11 @@ class Store:
             (``field="teams"``), assigned twice in ``result``, a status time older than the team's last
             change (``field="timestamp"``), or a call id recorded with other details (``field="call_id"``).
         InvalidInput
-            ``at`` malformed or too far in the future.
+            ``at`` malformed or more than :data:`MAX_FUTURE_S` ahead of ``received``.
         """
-        when = parse_time(at, field_name="at") if at is not None else _now()
-        now = _now()
-        if (when - now).total_seconds() > MAX_FUTURE_S:
-            raise InvalidInput(f"assignment time {when.isoformat()} is in the future", field="at")
+        now = _received(received)
+        when = validate_timestamp(at, "at") if at is not None else now
+        _check_not_ahead(when, now, "assignment")
         team_ids = [a.team_id for a in result.assignments]
         if len(set(team_ids)) != len(team_ids):
             dup = next(t for t in team_ids if team_ids.count(t) > 1)
@@ -669,6 +724,35 @@ class Store:
             sql += " WHERE call_id = ?"
             args = (call_id,)
         return [dict(r) for r in self._con().execute(sql + " ORDER BY id", args).fetchall()]
+
+
+def _order_note(order: datetime, when: datetime, stored_order: datetime, stored: datetime) -> str:
+    # Only when a clock was ahead does the order time differ from the stated one: then say which was used.
+    if (order, stored_order) == (when, stored):
+        return ""
+    return (f"; compared on arrival for a clock ahead of the server: {order.isoformat()} vs "
+            f"{stored_order.isoformat()}")
+
+
+def _migrate_1_to_2(con: sqlite3.Connection) -> None:
+    """Add the receipt-time columns of version 2 to a version-1 file (inside the caller's transaction).
+
+    Checked column by column, so a file half-migrated by an interrupted run (impossible inside one
+    transaction, but cheap to allow) is finished rather than refused. The receipt time of each team's
+    current report is taken from its history row (``recorded_at``); a team without one keeps NULL,
+    ordered by its stated time as before.
+    """
+    columns = {r[1] for r in con.execute("PRAGMA table_info(teams)")}
+    for name in ("position_received_at", "status_received_at"):
+        if name not in columns:
+            con.execute(f"ALTER TABLE teams ADD COLUMN {name} TEXT")
+    con.execute("UPDATE teams SET position_received_at = (SELECT p.recorded_at FROM positions p WHERE "
+                "p.team_id = teams.team_id AND p.at = teams.position_time ORDER BY p.id DESC LIMIT 1) "
+                "WHERE position_received_at IS NULL")
+    con.execute("UPDATE teams SET status_received_at = (SELECT s.recorded_at FROM status_changes s WHERE "
+                "s.team_id = teams.team_id AND s.at = teams.status_time ORDER BY s.id DESC LIMIT 1) "
+                "WHERE status_received_at IS NULL")
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
 def _check_transition(old: TeamStatus, new: TeamStatus) -> None:

@@ -35,8 +35,8 @@ from typing import Any
 
 from routing.config import project_data_path
 from routing.errors import InvalidInput
-from routing.fleet import TeamType, _read_toml, parse_time, table_lines
-from routing.validate import coordinate
+from routing.fleet import TeamType, _read_toml, table_lines
+from routing.validate import coordinate, timestamp
 
 FLAGS = ("mental_health", "safety_risk", "weapon", "needs_transport")
 MAX_PRIORITY = 5
@@ -114,7 +114,7 @@ class Call:
         if received_raw in (None, ""):
             received = default_received or datetime.now(UTC)
         else:
-            received = parse_time(received_raw, field_name="received")
+            received = timestamp(received_raw, "received")
         lat = coordinate(d.get("lat"), "lat", 90)
         lon = coordinate(d.get("lon"), "lon", 180)
         flags = {f: _bool(d.get(f), f) for f in FLAGS}

@@ -53,6 +53,10 @@ def future(seconds: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
 
 
+def ago(seconds: float) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
+
+
 class Svc:
     """A started app with its database path and a client."""
 
@@ -216,9 +220,11 @@ def test_position_reports_are_committed_before_the_answer_and_kept_in_order(svc:
 
 
 def test_an_older_position_is_422_and_changes_nothing(svc: Svc) -> None:
-    new = {"lat": 42.3612, "lon": -71.0598, "timestamp": future(10)}
+    # Stamped by a correct clock (not ahead of the server): ordered by their stated times. (Two reports
+    # both ahead of the server clock are ordered by arrival instead: see tests/test_clocks.py.)
+    new = {"lat": 42.3612, "lon": -71.0598, "timestamp": ago(0)}
     assert svc.req("PUT", "/teams/CR-A1/position", Role.locator, json=new).status_code == 200
-    old = {"lat": 42.3650, "lon": -71.0550, "timestamp": future(5)}
+    old = {"lat": 42.3650, "lon": -71.0550, "timestamp": ago(0.2)}
     r = svc.req("PUT", "/teams/CR-A1/position", Role.locator, json=old)
     assert r.status_code == 422
     assert r.json()["field"] == "timestamp" and r.json()["error"] == "Conflict"
@@ -340,8 +346,9 @@ def test_bad_status_bodies_are_422(shared: Svc, body: dict[str, Any], field: str
 
 
 def test_a_status_change_older_than_the_last_is_422(svc: Svc) -> None:
-    assert svc.req("PUT", "/teams/P-B2/status", json={"status": "en_route", "timestamp": future(20)}).status_code == 200
-    r = svc.req("PUT", "/teams/P-B2/status", json={"status": "on_scene", "timestamp": future(10)})
+    # Correct clocks (see test_an_older_position_is_422_and_changes_nothing).
+    assert svc.req("PUT", "/teams/P-B2/status", json={"status": "en_route", "timestamp": ago(0)}).status_code == 200
+    r = svc.req("PUT", "/teams/P-B2/status", json={"status": "on_scene", "timestamp": ago(0.2)})
     assert r.status_code == 422 and r.json()["field"] == "timestamp"
 
 
@@ -365,12 +372,16 @@ def test_a_call_gets_the_engines_ranking_with_road_etas(svc: Svc, boston: Any, p
     assert sugg and all(s["team_type"] == "emt_clinician" for s in sugg)
     etas = [s["eta_s"] for s in sugg]
     assert etas == sorted(etas)
+    # The speeds of the call's decision time (no `received`: the server clock), and the answer says so.
+    profile = out["profile"]
+    assert profile["hour_source"] == "time" and profile["mode"] == boston.profile["mode"]
+    net = boston.with_profile(profile["mode"], profile["hour"])
     for s in sugg:  # the road network's own point-to-point ETA, independently
-        assert s["eta_s"] == pytest.approx(boston.eta((s["lat"], s["lon"]), ROXBURY), abs=0.06)
+        assert s["eta_s"] == pytest.approx(net.eta((s["lat"], s["lon"]), ROXBURY), abs=0.06)
     # Exactly what the engine answers for the same fleet snapshot at the same instant.
     now = datetime.fromisoformat(out["now"])
     call = Call.from_dict(body)
-    want = suggest(call, before, network=boston, rules=rules, places=places, now=now).to_dict()
+    want = suggest(call, before, network=net, rules=rules, places=places, now=now).to_dict()
     assert out["suggestions"] == want["suggestions"]
     assert out["ineligible"] == want["ineligible"]
     # Recorded: the call and the decision with its inputs (audit trail), on disk.
@@ -573,7 +584,8 @@ def test_joint_assignment_is_the_engines_and_applies_the_plan(svc: Svc, boston: 
     assert r.status_code == 201, r.text
     out = r.json()
     calls = [svc_call for svc_call in (Call.from_dict(c) for c in out["calls"])]
-    want = assign(calls, before, network=boston, rules=rules, places=places,
+    net = boston.with_profile(out["profile"]["mode"], out["profile"]["hour"])  # the speeds it says it used
+    want = assign(calls, before, network=net, rules=rules, places=places,
                   now=datetime.fromisoformat(out["now"])).to_dict()
     assert out["assignments"] == want["assignments"] and out["unserved"] == want["unserved"]
     assert len(out["assignments"]) == 3
@@ -626,12 +638,15 @@ def test_coverage_follows_the_live_fleet(svc: Svc) -> None:
     short = svc.req("GET", "/coverage?minutes=4", Role.analyst).json()
     assert 0 < short["overall_covered_share"] < 1
     co = svc.req("GET", "/coverage?minutes=8&team_type=co_response", Role.analyst).json()
-    assert {r["label"] for r in co["responders"]} == {t.team_id for t in FLEET if t.team_type == "co_response"}
-    # A team out of service stops counting, and the answer says why.
-    assert svc.req("PUT", "/teams/CR-D4/status", Role.dispatcher, json={"status": "out_of_service"}).status_code == 200
+    # The service judges shifts on its own clock: three co-response cars work 08:00-24:00 only.
+    now = datetime.now(UTC)
+    on_shift = {t.team_id for t in FLEET if t.team_type == "co_response" and t.on_shift(now)}
+    assert {r["label"] for r in co["responders"]} == on_shift
+    # A team out of service stops counting, and the answer says why (CR-B2 works around the clock).
+    assert svc.req("PUT", "/teams/CR-B2/status", Role.dispatcher, json={"status": "out_of_service"}).status_code == 200
     after = svc.req("GET", "/coverage?minutes=8&team_type=co_response", Role.analyst).json()
-    assert "CR-D4" not in {r["label"] for r in after["responders"]}
-    assert {"label": "CR-D4", "reason": "status out_of_service"} in after["excluded"]
+    assert "CR-B2" not in {r["label"] for r in after["responders"]}
+    assert {"label": "CR-B2", "reason": "status out_of_service"} in after["excluded"]
     assert after["overall_covered_share"] <= co["overall_covered_share"]
     geo = svc.req("GET", "/coverage?geojson=true", Role.analyst).json()
     assert geo["type"] == "FeatureCollection" and geo["features"]
@@ -703,7 +718,7 @@ def test_group_commit_gives_each_write_its_own_outcome(tmp_path: Path) -> None:
         gate = threading.Event()
         first = writer.submit(gate.wait, 10)  # holds the writer so the next writes queue into one group
         time.sleep(0.05)
-        t1 = datetime.now(UTC) + timedelta(seconds=5)
+        t1 = datetime.now(UTC)  # not ahead of the clock: reports ahead of it are ordered by arrival
         newer = writer.submit(store.report_position, "CR-A1", 42.3620, -71.0590, t1)
         older = writer.submit(store.report_position, "CR-A1", 42.3650, -71.0550, t1 - timedelta(seconds=3))
         unknown = writer.submit(store.report_position, "NO-SUCH", 42.3620, -71.0590, t1)

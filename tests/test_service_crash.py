@@ -193,7 +193,12 @@ def test_many_locators_at_once_lose_nothing_and_the_newest_report_wins(setup: di
     shared = "CR-C11"
     own = ["P-A1", "P-A7", "P-B3", "P-C6"]
     n_shared, per_thread = 8, 30
-    t0 = datetime.now(UTC) + timedelta(seconds=1)
+    # Every stamp after the teams' creation and behind the server clock: reports stamped ahead of it are
+    # ordered by arrival instead (a fast device clock, see tests/test_clocks.py), not by their stamps.
+    teams_now = httpx.get(f"{server.url}/teams", headers={"Authorization": f"Bearer {ANALYST}"}, timeout=30).json()
+    t0 = max(datetime.fromisoformat(t["position_time"]) for t in teams_now["teams"]) + timedelta(milliseconds=1)
+    while datetime.now(UTC) < t0 + timedelta(seconds=1):
+        time.sleep(0.05)
     results: list[tuple[str, datetime, float, float, int]] = []
     lock = threading.Lock()
     barrier = threading.Barrier(n_shared + len(own))

@@ -44,7 +44,7 @@ def test_created_from_the_fleet_file(store: Store) -> None:
         assert ts.team == team
         assert ts.status is TeamStatus.available
         assert (ts.lat, ts.lon, ts.position_time) == (team.base_lat, team.base_lon, T0)
-    assert store.meta()["schema_version"] == "1"
+    assert store.meta()["schema_version"] == "2"  # version 2: receipt times of reports (clock skew)
 
 
 def test_database_settings_are_wal_and_full_sync(store: Store) -> None:
