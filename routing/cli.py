@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "routing.cli_maps",
     "routing.cli_simulate",
     "routing.cli_serve",
+    "routing.cli_data",
 )
 
 
@@ -56,6 +57,25 @@ def parse_latlon(text: str) -> tuple[float, float]:
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise argparse.ArgumentTypeError(f"coordinates out of range (lat -90..90, lon -180..180): {text!r}")
     return lat, lon
+
+
+#: Zone of a bare clock time given to ``--at`` / ``--received`` (``17:30`` is 17:30 today in Boston).
+LOCAL_ZONE = "America/New_York"
+
+
+def time_arg(text: str) -> Any:
+    """Argparse type of every time option: ISO 8601 with a UTC offset, or a bare local ``HH:MM[:SS]``.
+
+    A bare clock time is that time today in Boston (:data:`LOCAL_ZONE`); a date-time without an offset
+    is refused, as everywhere (its zone would be a guess). Checked by :func:`routing.validate.timestamp`;
+    a bad one is a one-line usage error (exit 2).
+    """
+    from routing.validate import timestamp
+
+    try:
+        return timestamp(text, "time", bare_time_zone=LOCAL_ZONE)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix("time: ")) from None
 
 
 def number_arg(kind: type = float, *, low: float | None = None, high: float | None = None,

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from routing.cli import emit, number_arg, parse_latlon, to_jsonable
-from routing.cli_network import add_network_args, network_from_args
+from routing.cli import emit, number_arg, parse_latlon, time_arg, to_jsonable
+from routing.cli_network import add_network_args, network_from_args, speeds_line
 from routing.dispatch import AssignmentResult, SuggestionResult, assign, decision_inputs, suggest, warm_up
 from routing.errors import InvalidInput
-from routing.fleet import DEFAULT_TIMEZONE, TeamState, TeamStatus, load_fleet, parse_time
-from routing.store import Store, default_db_path
+from routing.fleet import DEFAULT_TIMEZONE, TeamState, TeamStatus, load_fleet
+from routing.store import Store, clock_ahead_s, default_db_path
 from routing.triage import FLAGS, Call, calls_from_records, load_rules
 
 #: Sample calls for ``demo`` (and tests): one or more of each class, in different neighbourhoods, at
@@ -61,14 +61,6 @@ def sample_calls(received: datetime | None = None) -> list[Call]:
 
 # ---------------------------------------------------------------------------------------------- options
 
-def time_arg(text: str) -> datetime:
-    """Argparse type: an ISO 8601 time with UTC offset (argparse reports a bad one as a usage error)."""
-    try:
-        return parse_time(text)
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None
-
-
 positive_int = number_arg(int, low=1, what="a positive integer")
 
 
@@ -84,7 +76,8 @@ def add_call_args(parser: argparse.ArgumentParser, *, call_id_help: str) -> None
         where.add_argument(f"--{flag.replace('_', '-')}", action="store_true", dest=flag)
     where.add_argument("--priority", type=int, default=None, help="1 (highest) to 5; default 2")
     where.add_argument("--call-id", help=call_id_help)
-    where.add_argument("--received", type=time_arg, metavar="TIME", help="when the call came in (default: now)")
+    where.add_argument("--received", type=time_arg, metavar="TIME",
+                       help="when the call came in: ISO 8601 with offset, or HH:MM today in Boston (default: now)")
 
 
 def add_db(parser: argparse.ArgumentParser) -> None:
@@ -102,8 +95,9 @@ def add_rules(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stale-after", type=seconds, metavar="S",
                         help="seconds after which a position report is stale (default: from the rules)")
     parser.add_argument("--at", type=time_arg, metavar="TIME",
-                        help="decision time, ISO 8601 with offset (default: now); shifts and staleness "
-                             "are judged at this time")
+                        help="decision time: ISO 8601 with offset, or HH:MM today in Boston (default: now); "
+                             "shifts, staleness and the hour-of-day speeds (unless --hour) are judged at "
+                             "this time")
 
 
 def _store(args: argparse.Namespace, network: Any = None) -> Store:
@@ -125,7 +119,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = fleet_sub.add_parser("position", parents=[common], help="record a team's position report")
     p.add_argument("team", metavar="TEAM")
     p.add_argument("latlon", metavar="LAT,LON", type=parse_latlon)
-    p.add_argument("--at", type=time_arg, metavar="TIME", help="time of the report (default: now)")
+    p.add_argument("--at", type=time_arg, metavar="TIME",
+                   help="time of the report: ISO 8601 with offset, or HH:MM today in Boston (default: now); "
+                        "at most 300 s ahead of this machine's clock")
     add_db(p)
     add_network_args(p)
     p.set_defaults(func=_fleet_position)
@@ -133,7 +129,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = fleet_sub.add_parser("status", parents=[common], help="change a team's status")
     p.add_argument("team", metavar="TEAM")
     p.add_argument("status", metavar="STATUS", help=", ".join(s.value for s in TeamStatus))
-    p.add_argument("--at", type=time_arg, metavar="TIME", help="time of the change (default: now)")
+    p.add_argument("--at", type=time_arg, metavar="TIME",
+                   help="time of the change: ISO 8601 with offset, or HH:MM today in Boston (default: now); "
+                        "at most 300 s ahead of this machine's clock")
     add_db(p)
     p.set_defaults(func=_fleet_status)
 
@@ -214,20 +212,32 @@ def _fleet_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clock_answer(state: TeamState, stated: datetime | None, received: datetime) -> dict[str, Any]:
+    """The team's state plus ``clock_ahead_s`` and, when the given time was ahead, a ``note``."""
+    ahead = clock_ahead_s(stated, received) if stated is not None else 0.0
+    note = (f"time {stated.isoformat()} is {ahead:.1f} s ahead of this machine's clock: stored as given, "
+            "ordered by when it was received" if stated is not None and ahead > 0 else None)
+    return {**state.to_dict(), "clock_ahead_s": round(ahead, 3), "note": note}
+
+
 def _fleet_position(args: argparse.Namespace) -> int:
     network = network_from_args(args)
     store = _store(args, network)
-    state = store.report_position(args.team, *args.latlon, at=args.at)
-    emit(args, state, lambda s: f"{s.team_id}: position {s.lat:.6f}, {s.lon:.6f} at "
-                                f"{s.position_time.isoformat()}")
+    received = datetime.now(UTC)
+    state = store.report_position(args.team, *args.latlon, at=args.at, received=received)
+    emit(args, _clock_answer(state, args.at, received),
+         lambda d: f"{d['team_id']}: position {d['lat']:.6f}, {d['lon']:.6f} at {d['position_time']}"
+                   + (f"\nnote: {d['note']}" if d["note"] else ""))
     return 0
 
 
 def _fleet_status(args: argparse.Namespace) -> int:
     store = _store(args)
     before = store.team(args.team).status
-    state = store.set_status(args.team, args.status, at=args.at)
-    emit(args, state, lambda s: f"{s.team_id}: {before.value} -> {s.status.value}")
+    received = datetime.now(UTC)
+    state = store.set_status(args.team, args.status, at=args.at, received=received)
+    emit(args, _clock_answer(state, args.at, received),
+         lambda d: f"{d['team_id']}: {before.value} -> {d['status']}" + (f"\nnote: {d['note']}" if d["note"] else ""))
     return 0
 
 
@@ -336,11 +346,12 @@ def single_call(args: argparse.Namespace) -> Call:
 def _suggest(args: argparse.Namespace) -> int:
     if args.calls and (args.lat is not None or args.lon is not None):
         raise InvalidInput("give either --calls FILE or --lat/--lon, not both", field="calls")
+    # One decision time for the whole command: shifts, staleness and speeds (not each call's `received`).
     now = args.at or datetime.now(UTC)
     calls = read_calls(args.calls, default_received=now) if args.calls else [single_call(args)]
     from routing.places import load_places
 
-    network = network_from_args(args)
+    network = network_from_args(args, at=now)
     places = load_places(args.data)
     rules = load_rules(args.rules)
     store = _store(args, network)
@@ -353,17 +364,20 @@ def _suggest(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     store.record_suggestions(results, decision_inputs(teams, network=network, rules=rules, now=now,
                                                       top=args.top, stale_after_s=args.stale_after))
+    speeds = speeds_line(network.profile, args)
     if not args.calls:
-        emit(args, results[0], lambda r: _suggestion_text(r, args.top))
+        emit(args, {**results[0].to_dict(), "profile": network.profile},
+             lambda _: _suggestion_text(results[0], args.top) + "\n" + speeds)
         return 0
     batch = {"count": len(results), "elapsed_s": round(elapsed, 4),
              "calls_per_s": round(len(results) / elapsed, 1) if elapsed > 0 else None,
-             "results": [r.to_dict() for r in results]}
+             "profile": network.profile, "results": [r.to_dict() for r in results]}
     if args.json:
         _emit_compact(batch)
         return 0
     emit(args, batch, lambda _: "\n\n".join(_suggestion_text(r, args.top) for r in results)
-         + f"\n\n{len(results)} calls in {elapsed:.3f} s ({len(results) / max(elapsed, 1e-9):.0f} calls/s)")
+         + f"\n\n{len(results)} calls in {elapsed:.3f} s ({len(results) / max(elapsed, 1e-9):.0f} calls/s)"
+         + f"\n{speeds}")
     return 0
 
 
@@ -428,7 +442,7 @@ def _assign(args: argparse.Namespace) -> int:
     calls = read_calls(args.calls, default_received=now)
     from routing.places import load_places
 
-    network = network_from_args(args)
+    network = network_from_args(args, at=now)
     places = load_places(args.data)
     rules = load_rules(args.rules)
     store = _store(args, network)
@@ -446,7 +460,8 @@ def _assign(args: argparse.Namespace) -> int:
                                      unserved_penalty_s=result.unserved_penalty_s,
                                      time_limit_s=args.time_limit, chosen_by="joint"),
                      unchanged={ts.team_id: ts for ts in teams})
-    emit(args, result, _assignment_text)
+    emit(args, {**result.to_dict(), "profile": network.profile},
+         lambda _: _assignment_text(result) + "\n" + speeds_line(network.profile, args))
     return 0
 
 
@@ -468,7 +483,7 @@ def _demo(args: argparse.Namespace) -> int:
     from routing.places import load_places
 
     now = args.at or datetime.now(UTC)
-    network = network_from_args(args)
+    network = network_from_args(args, at=now)
     places = load_places(args.data)
     rules = load_rules(args.rules)
     store = None
@@ -493,7 +508,8 @@ def _demo(args: argparse.Namespace) -> int:
     map_note = None if args.no_map else _write_map(args, results, teams, places, network, now)
     local = now.astimezone(ZoneInfo(DEFAULT_TIMEZONE))
     payload = {"now": now.isoformat(), "fleet": source, "sequential": not args.independent, "teams": len(teams),
-               "network": network.info(), "map": map_note, "results": [r.to_dict() for r in results]}
+               "network": network.info(), "profile": network.profile, "map": map_note,
+               "results": [r.to_dict() for r in results]}
 
     def text(_: Any) -> str:
         mode = ("each call against the same fleet" if args.independent
@@ -501,7 +517,7 @@ def _demo(args: argparse.Namespace) -> int:
         head = [f"crisis-dispatch demo: {len(calls)} sample calls, {len(teams)} teams ({source})",
                 f"calls dispatched {mode}",
                 f"time: {local.strftime('%a %Y-%m-%d %H:%M')} Boston ({now.isoformat(timespec='seconds')}); "
-                f"road network {network.n_nodes:,} nodes, {network.profile.get('mode')} speeds",
+                f"road network {network.n_nodes:,} nodes; {speeds_line(network.profile, args)}",
                 f"rules: {rules.source}", "", ""]
         where = {d["call_id"]: d["where"] for d in SAMPLE_CALLS}
         body = "\n\n".join(_suggestion_text(r, args.top, where.get(r.call.call_id)) for r in results)

@@ -106,10 +106,15 @@ def _register_planning(kinds: argparse._SubParsersAction, common: argparse.Argum
 
 # ---------------------------------------------------------------------------------------------- run
 
-def _written(args: argparse.Namespace, kind: str, path: Path, offline: bool, extra: dict[str, Any]) -> int:
-    result = {"map": kind, "out": str(path.resolve()), "offline": offline, "bytes": path.stat().st_size, **extra}
+def _written(args: argparse.Namespace, kind: str, path: Path, offline: bool, extra: dict[str, Any],
+             profile: dict[str, Any]) -> int:
+    from routing.cli_network import speeds_line
+
+    result = {"map": kind, "out": str(path.resolve()), "offline": offline, "bytes": path.stat().st_size, **extra,
+              "profile": profile}
     mode = "offline, self-contained" if offline else "online: CDN assets and OpenStreetMap tiles"
-    emit(args, result, lambda r: f"wrote {r['out']} ({kind} map, {mode}, {r['bytes'] / 1e6:.1f} MB)")
+    emit(args, result, lambda r: f"wrote {r['out']} ({kind} map, {mode}, {r['bytes'] / 1e6:.1f} MB)\n"
+                                 + speeds_line(profile, args))
     return 0
 
 
@@ -122,8 +127,8 @@ def _fleet(args: argparse.Namespace) -> int:
 
     offline = offline_requested(args)
     places = load_places(args.data)
-    network = network_from_args(args)
-    now = datetime.now(UTC)
+    now = args.at or datetime.now(UTC)
+    network = network_from_args(args, at=now)
     if args.at_base:
         states = [TeamState.at_base(t, now) for t in load_fleet(args.fleet, places=places)]
     else:
@@ -135,7 +140,7 @@ def _fleet(args: argparse.Namespace) -> int:
     stale_after = args.stale_after if args.stale_after is not None else load_rules(args.rules).stale_after_s
     m = fleet_map(states, places=places, net=network, now=now, offline=offline, stale_after_s=stale_after)
     path = save_map(m, args.out, offline=offline)
-    return _written(args, "fleet", path, offline, {"teams": len(states)})
+    return _written(args, "fleet", path, offline, {"teams": len(states)}, network.profile)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -157,7 +162,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                            field="calls")
     offline = offline_requested(args)
     now = args.at or datetime.now(UTC)
-    network = network_from_args(args)
+    network = network_from_args(args, at=now)
     places = load_places(args.data)
     rules = load_rules(args.rules)
     if args.demo:
@@ -182,7 +187,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     path = save_map(m, args.out, offline=offline)
     best = [{"call_id": r.call.call_id, "team_id": r.best.team_id if r.best else None,
              "eta_s": round(r.best.eta_s, 1) if r.best else None} for r in results]
-    return _written(args, "dispatch", path, offline, {"calls": best})
+    return _written(args, "dispatch", path, offline, {"calls": best}, network.profile)
 
 
 def _coverage(args: argparse.Namespace) -> int:
@@ -195,7 +200,8 @@ def _coverage(args: argparse.Namespace) -> int:
     m = coverage_map(result, network=context["network"], places=context["places"], offline=offline)
     path = save_map(m, args.out, offline=offline)
     return _written(args, "coverage", path, offline, {"covered_share": round(result.overall_covered_share, 4),
-                                                      "gaps": [g["name"] for g in result.gaps[:10]]})
+                                                      "gaps": [g["name"] for g in result.gaps[:10]]},
+                    context["network"].profile)
 
 
 def _staging(args: argparse.Namespace) -> int:
@@ -209,4 +215,5 @@ def _staging(args: argparse.Namespace) -> int:
                     demand=context["demand"], offline=offline, reach_outlines=args.reach_outlines)
     path = save_map(m, args.out, offline=offline)
     return _written(args, "staging", path, offline, {"sites": [s.site_id for s in plan.sites],
-                                                     "covered_share": round(plan.covered_share, 4)})
+                                                     "covered_share": round(plan.covered_share, 4)},
+                    context["network"].profile)

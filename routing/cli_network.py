@@ -4,30 +4,69 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime
+from typing import Any
 
-from routing.cli import emit, number_arg, parse_latlon, write_json_file
+from routing.cli import emit, number_arg, parse_latlon, time_arg, write_json_file
 from routing.network import RoadNetwork, load_network
+
+#: Help of ``--at`` where the command has no other use for it than the speeds.
+AT_HELP = ("decision time: ISO 8601 with offset, or HH:MM today in Boston (default: now); its local hour "
+           "chooses the hour-of-day speed factors unless --hour is given")
 
 
 def add_network_args(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that loads the road network."""
+    """Options shared by every command that loads the road network.
+
+    Adds ``--at`` too unless the command already has one (``suggest``, ``coverage``, ``fleet position``
+    ...): one clock decides shifts, staleness and speeds.
+    """
     parser.add_argument("--source", metavar="SRC",
-                        help="road data instead of DATA/boston: a CSV export dir, .osm/.xml/.pbf, .graphml, "
-                             "or 'online' (download Boston from OpenStreetMap once, then cached)")
+                        help="road data instead of DATA/boston: a CSV export dir, .osm/.xml/.osm.bz2, "
+                             ".osm.pbf (needs pyosmium), .graphml, or 'online' (download Boston from "
+                             "OpenStreetMap once, then cached)")
+    parser.add_argument("--boundary", metavar="FILE",
+                        help="service-area polygon (GeoJSON, shapefile, ...); default: Boston's boundary for "
+                             "Boston data, else the road network's own extent")
     parser.add_argument("--speeds", metavar="TOML", help="travel-time model (default: data/speeds.toml)")
-    parser.add_argument("--mode", choices=("emergent", "non_emergent"), help="response mode for travel times")
-    parser.add_argument("--hour", type=_hour, help="hour of day 0-23 for time-of-day speed factors")
+    parser.add_argument("--mode", choices=("emergent", "non_emergent"),
+                        help="response mode for travel times (default: the speed model's default_mode, "
+                             "non_emergent in data/speeds.toml)")
+    parser.add_argument("--hour", type=_hour, metavar="H",
+                        help="local (Boston) hour of day 0-23 for the hour-of-day speed factors; overrides the "
+                             "hour of --at for speeds only (default: the hour of --at, else of now)")
+    if "--at" not in parser._option_string_actions:
+        parser.add_argument("--at", type=time_arg, metavar="TIME", help=AT_HELP)
 
 
 _hour = number_arg(int, low=0, high=23, what="an hour of day 0-23")
 
 
-def network_from_args(args: argparse.Namespace) -> RoadNetwork:
-    """Load the network the command-line options name, in the requested profile."""
-    network = load_network(args.data, source=args.source, speeds=args.speeds)
-    if getattr(args, "mode", None) or getattr(args, "hour", None) is not None:
-        network = network.with_profile(args.mode, args.hour)
-    return network
+def network_from_args(args: argparse.Namespace, at: datetime | None = None) -> RoadNetwork:
+    """Load the network the command-line options name, with the speeds of the command's decision time.
+
+    ``network.for_time(at or --at, mode=--mode, hour=--hour)``: the local hour of the decision time
+    (``at``, a command's resolved "now", else ``--at``, else now) unless ``--hour`` is given. Its
+    ``profile`` says which mode and hour were used, and why.
+    """
+    network = load_network(args.data, source=args.source, speeds=args.speeds,
+                           boundary=getattr(args, "boundary", None))
+    when = at if at is not None else getattr(args, "at", None)
+    return network.for_time(when, mode=getattr(args, "mode", None), hour=getattr(args, "hour", None))
+
+
+def speeds_line(profile: dict[str, Any], args: argparse.Namespace) -> str:
+    """The line every text result ends with: ``speeds: non_emergent, 17:00 (from --at)``."""
+    hour = profile.get("hour")
+    if hour is None:
+        return f"speeds: {profile.get('mode')}, off-peak baseline"
+    if profile.get("hour_source") == "hour":
+        why = "from --hour"
+    elif getattr(args, "at", None) is not None:
+        why = "from --at"
+    else:
+        why = "now"
+    return f"speeds: {profile.get('mode')}, {int(hour):02d}:00 ({why})"
 
 
 
@@ -61,19 +100,22 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _route(args: argparse.Namespace) -> int:
-    route = network_from_args(args).route(args.origin, args.destination)
+    network = network_from_args(args)
+    route = network.route(args.origin, args.destination)
     if args.geojson:
         write_json_file(args.geojson, route.to_geojson(), field="geojson")
-    emit(args, route, lambda r: f"{r.travel_time_s / 60:.1f} min, {r.distance_m / 1000:.2f} km, "
-                                f"{len(r.nodes)} nodes")
+    out = {**route.to_dict(), "profile": network.profile}
+    emit(args, out, lambda _: f"{route.travel_time_s / 60:.1f} min, {route.distance_m / 1000:.2f} km, "
+                              f"{len(route.nodes)} nodes\n{speeds_line(network.profile, args)}")
     return 0
 
 
 def _isochrone(args: argparse.Namespace) -> int:
     import shapely
 
-    polygon = network_from_args(args).isochrone(*args.origin, args.minutes * 60)
+    network = network_from_args(args)
+    polygon = network.isochrone(*args.origin, args.minutes * 60)
     feature = {"type": "Feature", "geometry": json.loads(shapely.to_geojson(polygon)),
-               "properties": {"minutes": args.minutes, "from": list(args.origin)}}
+               "properties": {"minutes": args.minutes, "from": list(args.origin), "profile": network.profile}}
     emit(args, feature)
     return 0

@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from routing.cli import emit, number_arg, write_json_file
+from routing.cli import emit, number_arg, time_arg, write_json_file
 from routing.errors import InvalidInput
 
 #: Team types that answer mental-health calls: today's staging for ``stage`` without ``--team-type``.
@@ -53,15 +53,6 @@ def _call_class(text: str) -> dict[str, bool]:
         raise argparse.ArgumentTypeError(f"call class is 'other' or comma-separated flags from "
                                          f"{', '.join(_CALL_FLAGS)}; got {text!r}")
     return {f: f in flags for f in _CALL_FLAGS}
-
-
-def _time_arg(text: str) -> Any:
-    from routing.fleet import parse_time
-
-    try:
-        return parse_time(text, field_name="at")
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def _add_demand_args(parser: argparse.ArgumentParser) -> None:
@@ -102,8 +93,10 @@ def add_coverage_args(parser: argparse.ArgumentParser) -> None:
                         help="time standard in minutes (e.g. 8, 10, 12)")
     parser.add_argument("--from-staging", action="store_true",
                         help="teams at their staging sites (fleet file) instead of where they are now")
-    parser.add_argument("--at", type=_time_arg, metavar="TIME",
-                        help="leave out teams off shift at this time (ISO 8601 with offset)")
+    parser.add_argument("--at", type=time_arg, metavar="TIME",
+                        help="leave out teams off shift at this time (ISO 8601 with offset, or HH:MM today in "
+                             "Boston); its local hour also chooses the hour-of-day speeds unless --hour is given "
+                             "(default: every team, speeds of now)")
     parser.add_argument("--rules", metavar="TOML", help="triage rules for --call-class (default: data/rules.toml)")
     _add_fleet_args(parser, db=True)
     _add_demand_args(parser)
@@ -295,7 +288,9 @@ def _demand(args: argparse.Namespace) -> int:
 
 
 def _coverage(args: argparse.Namespace) -> int:
-    result, _ = coverage_result_from_args(args)
+    from routing.cli_network import speeds_line
+
+    result, context = coverage_result_from_args(args)
     if args.geojson:
         _write_geojson(args.geojson, result.to_geojson(args.geojson_level))
 
@@ -315,7 +310,9 @@ def _coverage(args: argparse.Namespace) -> int:
             lines.append(f"left out: {e['label']} ({e['reason']})")
         return "\n".join(lines)
 
-    emit(args, result, text)
+    profile = context["network"].profile
+    emit(args, {**result.to_dict(), "profile": profile},
+         lambda _: text(result) + "\n" + speeds_line(profile, args))
     return 0
 
 
@@ -328,7 +325,9 @@ def _stage(args: argparse.Namespace) -> int:
         rows = [{"id": s.site_id, "name": s.name, "kind": s.kind, "lat": s.lat, "lon": s.lon} for s in sites]
         emit(args, {"candidates": rows}, lambda d: "\n".join(f"{s['id']:<40} {s['name']}" for s in d["candidates"]))
         return 0
-    plan, _ = staging_result_from_args(args)
+    from routing.cli_network import speeds_line
+
+    plan, context = staging_result_from_args(args)
     if args.geojson:
         _write_geojson(args.geojson, plan.to_geojson())
 
@@ -353,5 +352,6 @@ def _stage(args: argparse.Namespace) -> int:
                              f"({s['extra_covered_demand']:+,.0f} calls a year)")
         return "\n".join(lines)
 
-    emit(args, plan, text)
+    profile = context["network"].profile
+    emit(args, {**plan.to_dict(), "profile": profile}, lambda _: text(plan) + "\n" + speeds_line(profile, args))
     return 0

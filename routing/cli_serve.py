@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     serve.add_argument("--fleet", metavar="TOML", help="fleet file for a new database (default data/fleet.toml)")
     serve.add_argument("--rules", metavar="TOML", help="triage rules (default data/rules.toml)")
     serve.add_argument("--source", metavar="SRC", help="road data instead of DATA/boston (as for 'route')")
+    serve.add_argument("--boundary", metavar="FILE", help="service-area polygon for --source (as for 'route')")
     serve.add_argument("--speeds", metavar="TOML", help="travel-time model (default data/speeds.toml)")
     serve.add_argument("--mode", choices=("emergent", "non_emergent"), help="response mode for travel times")
     serve.add_argument("--max-body", type=int, default=None, metavar="BYTES",
@@ -78,7 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     # Everything that can fail for a user reason fails here, as a one-line error, before listening.
     tokens = None if args.no_auth else (TokenTable.from_file(args.tokens) if args.tokens else TokenTable.from_env())
-    network = load_network(args.data, source=args.source, speeds=args.speeds)
+    network = load_network(args.data, source=args.source, speeds=args.speeds, boundary=args.boundary)
     if args.mode:
         network = network.with_profile(args.mode)
     data_dir = resolve_data_dir(args.data)

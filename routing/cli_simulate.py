@@ -87,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="also write neighbourhoods with their response times as GeoJSON (with --compare: "
                         "one file per policy, FILE's name + '-POLICY')")
     p.add_argument("--source", metavar="SRC", help="road data instead of DATA/boston (as for 'route')")
+    p.add_argument("--boundary", metavar="FILE", help="service-area polygon for --source (as for 'route')")
     p.add_argument("--speeds", metavar="TOML", help="travel-time model (default: data/speeds.toml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_simulate)
@@ -121,7 +122,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.compare is not None and len(args.compare) < 2:
         raise InvalidInput("--compare needs at least two policies", field="compare")
     data_dir = require_data_dir(args.data)
-    network = load_network(data_dir, source=args.source, speeds=args.speeds)
+    network = load_network(data_dir, source=args.source, speeds=args.speeds, boundary=args.boundary)
     places = load_places(data_dir)
     names = args.compare if args.compare is not None else [args.policy]
     policies = [load_policy(n, places=places, fleet=args.fleet, rules=args.rules) for n in names]

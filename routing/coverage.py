@@ -213,8 +213,15 @@ def eta_surface(network: Any, responders: Sequence[Responder], places: Any = Non
             continue
         groups.setdefault(tuple(sorted(r.service_area)), []).append(k)
     for area, members in groups.items():
-        times, owner = _multi_source(network, snaps.nodes[members], snaps.time_s[members])
-        owner = np.where(owner >= 0, np.asarray(members)[np.maximum(owner, 0)], -1)
+        # Each responder joins the network at the end(s) of its road segment it may drive to (phantom node).
+        nodes, offsets, who = [], [], []
+        for k in members:
+            x_nodes, x_time, _ = network.snap_exits(snaps[k])
+            nodes.extend(x_nodes.tolist())
+            offsets.extend((snaps.time_s[k] + x_time).tolist())
+            who.extend([k] * len(x_nodes))
+        times, owner = _multi_source(network, np.asarray(nodes, dtype=np.int64), np.asarray(offsets))
+        owner = np.where(owner >= 0, np.asarray(who)[np.maximum(owner, 0)], -1)
         if area:
             if places is None:
                 raise InvalidInput("responders with a service area need places", field="places")

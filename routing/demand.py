@@ -281,13 +281,15 @@ def _spread(network: Any, nodes: np.ndarray, w: np.ndarray, bandwidth_m: float) 
     from scipy.spatial import cKDTree
 
     xy = np.column_stack([network.x, network.y])
-    tree = cKDTree(xy)
-    # The kernel is centred on the snapped node (the point's place on the road network); the centre
-    # itself is always within reach, so every point keeps its full weight.
+    # Spread only over nodes of streets a person can stand beside: callers are not on expressways. The
+    # snapped node itself is such a node, so it is always within reach and every point keeps its weight.
+    street = np.flatnonzero(network.street_nodes) if hasattr(network, "street_nodes") else np.arange(n)
+    street = np.union1d(street, nodes)
+    tree = cKDTree(xy[street])
     neighbours = tree.query_ball_point(xy[nodes], r=3 * bandwidth_m)
     sizes = np.fromiter((len(x) for x in neighbours), dtype=np.int64, count=nodes.size)
     rows = np.repeat(np.arange(nodes.size), sizes)
-    cols = np.fromiter((j for x in neighbours for j in x), dtype=np.int64, count=int(sizes.sum()))
+    cols = street[np.fromiter((j for x in neighbours for j in x), dtype=np.int64, count=int(sizes.sum()))]
     d2 = ((xy[cols] - xy[nodes[rows]]) ** 2).sum(axis=1)
     vals = np.exp(-0.5 * d2 / bandwidth_m**2)
     per_point = np.bincount(rows, weights=vals, minlength=nodes.size)

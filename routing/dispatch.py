@@ -101,6 +101,8 @@ class SuggestionResult:
     now: datetime
     stale_after_s: float
     omitted: int = 0
+    location: CallLocation | None = None
+    profile: dict[str, Any] | None = None  # the network's speed profile: mode, hour and where the hour came from
     _teams: dict[str, TeamState] = field(default_factory=dict, repr=False)
 
     @property
@@ -123,6 +125,8 @@ class SuggestionResult:
             "message": self.message,
             "now": self.now.isoformat(),
             "stale_after_s": self.stale_after_s,
+            "location": self.location.to_dict() if self.location else None,
+            "profile": self.profile,
         }
 
     def to_geojson(self) -> dict[str, Any]:
@@ -267,18 +271,16 @@ class _EtaEngine:
                     self.snaps.move_to_end(key)
                     out[k] = hit
         if misses:
-            from routing.network import Snap
-
             lats = np.array([points[k][0] for k in misses], dtype=float)
             lons = np.array([points[k][1] for k in misses], dtype=float)
-            snapped = network.snap_many(lats, lons, strict=False)
+            # A team's locator may put it on any road, an expressway included: a van can be on I-93.
+            snapped = network.snap_many(lats, lons, strict=False, on="any")
             for m, k in enumerate(misses):
-                node = int(snapped.nodes[m])
-                if node >= 0:
-                    out[k] = Snap(node, float(snapped.distance_m[m]), float(snapped.time_s[m]))
+                if int(snapped.nodes[m]) >= 0:
+                    out[k] = snapped[m]
                 else:
                     try:  # rejected: get the precise message
-                        out[k] = network.snap(*points[k], field="team position")
+                        out[k] = network.snap(*points[k], field="team position", on="any")
                     except InvalidInput as exc:
                         out[k] = exc
             with self.lock:
@@ -402,27 +404,30 @@ class _EtaEngine:
     def legs(self, network: Any, sources: Sequence[int], target: int,
              keys: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Network travel time (s) and road distance (m) from each source node to ``target``."""
-        times, distance = self.lazy_legs(network, sources, target, keys)
-        return times, distance(range(len(sources)))
+        times, distance = self.lazy_legs(network, sources, [target], keys)
+        return times[:, 0], distance([(k, 0) for k in range(len(sources))])
 
-    def lazy_legs(self, network: Any, sources: Sequence[int], target: int, keys: Sequence[str] | None = None
-                  ) -> tuple[np.ndarray, Callable[[Iterable[int]], np.ndarray]]:
-        """Network travel time (s) from each source node to ``target``, and road distances on demand.
+    def lazy_legs(self, network: Any, sources: Sequence[int], targets: Sequence[int],
+                  keys: Sequence[str] | None = None
+                  ) -> tuple[np.ndarray, Callable[[Iterable[tuple[int, int]]], np.ndarray]]:
+        """Network travel time (s) from each source node to each target node, and road distances on demand.
 
-        ``keys`` (team ids, parallel to ``sources``) let the engine notice teams that have not moved
-        since their last query: only their nodes are worth a cached forward row. A team that moves on
-        every call would only waste the search.
+        The targets are the (at most two) nodes from which a call's phantom node is reached; the sources
+        the nodes where teams join the network. ``keys`` (parallel to ``sources``) let the engine notice
+        teams that have not moved since their last query: only their nodes are worth a cached forward
+        row. A team that moves on every call would only waste the search.
 
         Returns
         -------
         times
-            Seconds, one per source (inf: no path).
+            Seconds, shape ``(len(sources), len(targets))`` (inf: no path).
         distance
-            ``distance(ks)``: road metres from ``sources[k]`` to ``target`` for each k in ``ks``. Costs
-            a walk along each path unless the row already has its tree's distances (see :meth:`distances`).
+            ``distance(pairs)``: road metres from ``sources[k]`` to ``targets[j]`` for each ``(k, j)``.
+            Costs a walk along each path unless the row already has its tree's distances.
         """
-        if not len(sources):
-            return np.zeros(0), lambda ks: np.zeros(len(list(ks)))
+        targets = [int(t) for t in targets]
+        if not len(sources) or not targets:
+            return np.zeros((len(sources), len(targets))), lambda pairs: np.zeros(len(list(pairs)))
         unique = sorted(set(int(u) for u in sources))
         with self.lock:
             self.stats["lookups"] += 1
@@ -440,43 +445,46 @@ class _EtaEngine:
                     stable.add(u)
             if len(self.seen) > 8 * _SNAP_CACHE:  # keys of teams long gone
                 self.seen.clear()
-            rev_hit = self.reverse_rows.get(target)
-        if missing and rev_hit is None:
+            rev_hit = all(t in self.reverse_rows for t in targets)
+        if missing and not rev_hit:
             to_fill = [u for u in missing if u in stable]
-            if len(to_fill) < len(missing) or len(to_fill) > _FILL_PER_CALL:
+            if len(to_fill) < len(missing) or len(to_fill) > _FILL_PER_CALL * len(targets):
                 # A reverse search is needed anyway: warm up gradually rather than all at once.
-                to_fill = to_fill[:_WARM_PER_CALL]
+                to_fill = to_fill[:_WARM_PER_CALL * len(targets)]
             if to_fill:
                 self._fill(network, to_fill)
         with self.lock:
             cached = {u: self.rows.get(u) for u in unique}
         need_reverse = any(v is None for v in cached.values())
-        rev = self._reverse(target) if need_reverse else None
-        times = np.empty(len(sources))
-        # Per source: the row that answers it and the node to read in it (the row holds the arrays, so
-        # the answer stays valid if the cache evicts the row meanwhile).
-        where: list[tuple[_Row, int]] = []
+        revs = [self._reverse(t) for t in targets] if need_reverse else []
+        times = np.empty((len(sources), len(targets)))
+        # Per (source, target): the row that answers it and the node to read in it (the row holds the
+        # arrays, so the answer stays valid if the cache evicts the row meanwhile).
+        where: list[list[tuple[_Row, int]]] = []
         for k, u in enumerate(sources):
             row = cached[int(u)]
-            if row is not None:
-                times[k] = row.times[target]
-                where.append((row, target))
-            else:
-                times[k] = rev.times[u]  # type: ignore[union-attr]
-                where.append((rev, int(u)))  # type: ignore[arg-type]
+            here = []
+            for j, t in enumerate(targets):
+                if row is not None:
+                    times[k, j] = row.times[t]
+                    here.append((row, t))
+                else:
+                    times[k, j] = revs[j].times[u]
+                    here.append((revs[j], int(u)))
+            where.append(here)
 
-        def distance(ks: Iterable[int]) -> np.ndarray:
-            ks = list(ks)
-            out = np.empty(len(ks))
+        def distance(pairs: Iterable[tuple[int, int]]) -> np.ndarray:
+            pairs = list(pairs)
+            out = np.empty(len(pairs))
             pending: dict[int, tuple[_Row, list[int]]] = {}
-            for m, k in enumerate(ks):
-                row, node = where[k]
+            for m, (k, j) in enumerate(pairs):
+                row, node = where[k][j]
                 if row.dist is not None:  # the common case once warm: a plain read
                     out[m] = row.dist[node]
                 else:
                     pending.setdefault(id(row), (row, []))[1].append(m)
             for row, ms in pending.values():
-                out[ms] = self.distances(row, [where[ks[m]][1] for m in ms])
+                out[ms] = self.distances(row, [where[pairs[m][0]][pairs[m][1]][1] for m in ms])
             return out
 
         return times, distance
@@ -538,14 +546,15 @@ def eta_engine(network: Any) -> _EtaEngine:
 
 
 def warm_up(teams: Sequence[TeamState], *, network: Any) -> int:
-    """Cache a forward search row for every distinct position of the dispatchable teams.
+    """Cache a forward search row for every node where a dispatchable team joins the network.
 
     Worth it before a batch with more calls than distinct team positions: every following
     :func:`suggest` is then a table lookup. Returns the number of new rows.
     """
     engine = eta_engine(network)
     ready = [(ts.lat, ts.lon) for ts in teams if ts.status in DISPATCHABLE]
-    nodes = sorted({snap.node for snap in engine.snap_teams(network, ready) if not isinstance(snap, InvalidInput)})
+    nodes = sorted({int(x) for snap in engine.snap_teams(network, ready) if not isinstance(snap, InvalidInput)
+                    for x in network.snap_exits(snap)[0]})
     with engine.lock:
         missing = [u for u in nodes if u not in engine.rows][:_ROW_CACHE]
     if missing:
@@ -570,12 +579,84 @@ def _as_now(now: datetime | None) -> datetime:
     return now.astimezone(UTC)
 
 
-def locate_call(call: Call, places: Any) -> Call:
-    """The call with ``neighborhood`` and ``district`` filled from ``places`` where missing."""
-    if places is None or (call.neighborhood is not None and call.district is not None):
-        return call
+@dataclass
+class CallLocation:
+    """Where a call is, as the engine judged it (the location wins over what the caller said).
+
+    Attributes
+    ----------
+    neighborhood, district
+        From the call's coordinates; for a call outside the city line, from the point of the road it
+        is attached to.
+    outside_city
+        The point lies outside the city boundary (served because it is within the tolerance).
+    attached
+        The road point the call attaches to: ``lat``, ``lon``, ``road_class``, ``distance_m`` and its
+        ``neighborhood`` / ``district`` (``None`` outside every polygon).
+    notes
+        Sentences for people: the call is outside Boston; a caller-supplied district or neighborhood
+        that disagrees with the location (and is ignored).
+    """
+
+    neighborhood: str | None
+    district: str | None
+    outside_city: bool = False
+    attached: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"neighborhood": self.neighborhood, "district": self.district, "outside_city": self.outside_city,
+                "attached": self.attached, "notes": list(self.notes)}
+
+
+def locate_call(call: Call, places: Any, network: Any = None, snap: Any = None) -> Call:
+    """The call with ``neighborhood`` and ``district`` taken from its location (see :func:`place_call`)."""
+    return place_call(call, places, network, snap)[0]
+
+
+def place_call(call: Call, places: Any, network: Any = None, snap: Any = None) -> tuple[Call, CallLocation]:
+    """Locate a call: neighborhood and district from its coordinates, which win over the caller's.
+
+    A caller-supplied ``neighborhood`` / ``district`` that disagrees with the location does not change
+    eligibility (service areas follow the location) and is reported in ``notes``. A call outside the
+    city line but within the tolerance is served, marked ``outside_city``, and placed by the road point
+    it attaches to (``network`` and ``snap``, the call's :class:`routing.network.Snap`, when given).
+    Without ``places`` the caller's values are kept.
+    """
+    if places is None:
+        return call, CallLocation(call.neighborhood, call.district)
     neighborhood, district = places.locate(call.lat, call.lon)
-    return replace(call, neighborhood=call.neighborhood or neighborhood, district=call.district or district)
+    notes: list[str] = []
+    attached = None
+    outside = False
+    if snap is None and network is not None:
+        snap = network.snap(call.lat, call.lon, field="location")
+    if snap is not None:
+        road_nb, road_district = places.locate(snap.road_lat, snap.road_lon)
+        road_inside = network.inside_boundary(snap.road_lat, snap.road_lon) if network is not None else None
+        attached = {"lat": snap.road_lat, "lon": snap.road_lon, "road_class": snap.road_class,
+                    "distance_m": round(snap.distance_m, 1), "inside_city": road_inside,
+                    "neighborhood": road_nb, "district": road_district}
+        outside = snap.inside_boundary is False or (neighborhood is None and district is None)
+        if outside:
+            if road_nb or road_district:
+                side = f"on the Boston side, in {road_nb or road_district}, which decides eligibility"
+            elif road_inside:
+                side = "on the Boston side of the city line (in no neighborhood polygon)"
+            else:
+                side = "outside the city line too"
+            notes.append(f"the call is outside the City of Boston; it is attached to a {snap.road_class} road "
+                         f"{snap.distance_m:.0f} m away, {side}")
+            neighborhood = neighborhood or road_nb
+            district = district or road_district
+    for name, said, found in (("neighborhood", call.neighborhood, neighborhood),
+                              ("district", call.district, district)):
+        if said is not None and found is not None and said != found:
+            notes.append(f"caller-supplied {name} {said!r} disagrees with the location ({found!r}); "
+                         "the location decides eligibility")
+    located = replace(call, neighborhood=neighborhood if neighborhood is not None else call.neighborhood,
+                      district=district if district is not None else call.district)
+    return located, CallLocation(located.neighborhood, located.district, outside, attached, notes)
 
 
 def _blocked(call: Call, ts: TeamState, type_tier: dict[TeamType, int], tiers: list[Tier], now: datetime,
@@ -611,7 +692,8 @@ class _Candidates:
     distance: Callable[[Sequence[int]], list[float]]
 
 
-def _candidates(call: Call, teams: Sequence[TeamState], *, network: Any, rules: Rules, now: datetime) -> _Candidates:
+def _candidates(call: Call, teams: Sequence[TeamState], *, network: Any, rules: Rules, now: datetime,
+                call_snap: Any = None) -> _Candidates:
     rule = rules.match(call)
     tiers = rules.chain(rule.tier)
     type_tier: dict[TeamType, int] = {}
@@ -619,7 +701,8 @@ def _candidates(call: Call, teams: Sequence[TeamState], *, network: Any, rules: 
         for t in tier.team_types:
             type_tier.setdefault(t, i)
     engine = eta_engine(network)
-    call_snap = network.snap(call.lat, call.lon, field="location")
+    if call_snap is None:
+        call_snap = network.snap(call.lat, call.lon, field="location")
     ineligible: list[Ineligible] = []
     passing: list[TeamState] = []
     for ts in teams:
@@ -636,10 +719,33 @@ def _candidates(call: Call, teams: Sequence[TeamState], *, network: Any, rules: 
                                          f"{snap.message}"))
         else:
             ok.append((ts, snap))
-    times, legs = engine.lazy_legs(network, [s.node for _, s in ok], call_snap.node, [ts.team_id for ts, _ in ok])
+    # Phantom nodes: a team joins the network at the end(s) of its segment it may drive to, the call is
+    # reached from the end(s) of its segment that lead to it; the best combination is the ETA.
+    y_nodes, y_time, y_dist = network.snap_entries(call_snap)
+    sources: list[int] = []
+    keys: list[str] = []
+    exits = []
+    for ts, snap in ok:
+        x_nodes, x_time, x_dist = network.snap_exits(snap)
+        exits.append((len(sources), x_time, x_dist))
+        sources.extend(int(x) for x in x_nodes)
+        keys.extend(f"{ts.team_id}\x00{i}" for i in range(len(x_nodes)))
+    times, legs = engine.lazy_legs(network, sources, y_nodes.tolist(), keys)
     eligible = []
-    for k, ((ts, snap), t) in enumerate(zip(ok, times, strict=True)):
-        eta = snap.time_s + float(t) + call_snap.time_s
+    chosen: list[tuple[int, int] | None] = []  # per ok-team: (source, target) used, None = same segment
+    direct: list[float] = []
+    for k, ((ts, snap), (first, x_time, _)) in enumerate(zip(ok, exits, strict=True)):
+        block = times[first:first + len(x_time)] + x_time[:, None] + y_time[None, :]
+        s_best, t_best = np.unravel_index(int(np.argmin(block)), block.shape) if block.size else (0, 0)
+        network_time = float(block[s_best, t_best]) if block.size else math.inf
+        same_time, same_dist = network.same_segment(snap, call_snap)
+        if same_time <= network_time:
+            network_time = same_time
+            chosen.append(None)
+        else:
+            chosen.append((first + int(s_best), int(t_best)))
+        direct.append(same_dist)
+        eta = snap.time_s + network_time + call_snap.time_s
         if not math.isfinite(eta):
             ineligible.append(Ineligible(ts.team_id, ts.team.team_type, "unreachable", "no road path to the call"))
             continue
@@ -647,7 +753,21 @@ def _candidates(call: Call, teams: Sequence[TeamState], *, network: Any, rules: 
 
     def distance(ks: Sequence[int]) -> list[float]:
         # Road distances cost more than times: only the teams a caller returns need them.
-        return [ok[k][1].distance_m + float(d) + call_snap.distance_m for k, d in zip(ks, legs(ks), strict=True)]
+        ks = list(ks)
+        pairs = [chosen[k] for k in ks if chosen[k] is not None]
+        road = iter(legs(pairs).tolist())
+        out = []
+        for k in ks:
+            ts, snap = ok[k]
+            pair = chosen[k]
+            if pair is None:
+                along = direct[k]
+            else:
+                source, target = pair
+                first, _, x_dist = exits[k]
+                along = float(x_dist[source - first]) + next(road) + float(y_dist[target])
+            out.append(snap.distance_m + along + call_snap.distance_m)
+        return out
 
     return _Candidates(call, rule.name, tiers, eligible, ineligible, distance)
 
@@ -704,8 +824,9 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: Any, rules: Rule
     if not math.isfinite(stale_after) or stale_after < 0:
         raise InvalidInput(f"stale_after_s must be a non-negative number, got {stale_after_s!r}",
                            field="stale_after_s")
-    call = locate_call(call, places)
-    cand = _candidates(call, teams, network=network, rules=rules, now=now)
+    call_snap = network.snap(call.lat, call.lon, field="location")
+    call, location = place_call(call, places, network, call_snap)
+    cand = _candidates(call, teams, network=network, rules=rules, now=now, call_snap=call_snap)
     tiers = cand.tiers
     ineligible = list(cand.ineligible)
     chosen = min((k for _, k, *_ in cand.eligible), default=None)
@@ -745,9 +866,12 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: Any, rules: Rule
         if chosen > 0:
             skipped = ", ".join(_tier_label(tiers, i) for i in range(chosen))
             message = f"fell back: no team of {skipped} can come; " + message
+    if location.outside_city:
+        message = "OUTSIDE BOSTON: " + message
     return SuggestionResult(call=call, rule=cand.rule, tiers=tiers, tier=tier, tier_index=chosen,
                             fell_back=bool(chosen), suggestions=suggestions, ineligible=ineligible,
                             message=message, now=now, stale_after_s=stale_after, omitted=omitted,
+                            location=location, profile=dict(getattr(network, "profile", {}) or {}) or None,
                             _teams={ts.team_id: ts for ts in teams})
 
 
@@ -992,11 +1116,13 @@ def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: Any, r
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise InvalidInput(f"{name} must be a non-negative number, got {v!r}", field=name)
     stale_after = rules.stale_after_s if stale_after_s is None else float(stale_after_s)
-    located = [locate_call(c, places) for c in calls]
+    located = [locate_call(c, places, network) for c in calls]
     engine = eta_engine(network)
     ready = [(ts.lat, ts.lon) for ts in teams if ts.status in DISPATCHABLE]
-    team_nodes = [snap.node for snap in engine.snap_teams(network, ready) if not isinstance(snap, InvalidInput)]
-    call_nodes = [network.snap(c.lat, c.lon, field=f"location of {c.call_id}").node for c in located]
+    team_nodes = [int(x) for snap in engine.snap_teams(network, ready) if not isinstance(snap, InvalidInput)
+                  for x in network.snap_exits(snap)[0]]
+    call_nodes = [int(y) for c in located
+                  for y in network.snap_entries(network.snap(c.lat, c.lon, field=f"location of {c.call_id}"))[0]]
     engine.prime(network, team_nodes, call_nodes)
     team_index = {ts.team_id: j for j, ts in enumerate(teams)}
     n, m = len(located), len(teams)

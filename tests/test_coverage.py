@@ -27,8 +27,15 @@ def fleet(places):
 
 
 def _brute_eta(net, points):
-    snaps = net.snap_many([p[0] for p in points], [p[1] for p in points])
-    return net.travel_times_from(snaps.nodes) + snaps.time_s[:, None]
+    # Per point, one search from each node where it joins the network (phantom node: the end(s) of its
+    # road segment it may drive to), plus the partial segment and the off-network leg.
+    rows = []
+    for lat, lon in points:
+        snap = net.snap(lat, lon)
+        nodes, part_s, _ = net.snap_exits(snap)
+        rows.append(np.min([net.travel_times_from(int(x)) + t for x, t in zip(nodes, part_s, strict=True)],
+                           axis=0) + snap.time_s)
+    return np.array(rows)
 
 
 def test_eta_surface_is_the_nearest_responder(boston):

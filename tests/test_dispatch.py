@@ -66,8 +66,9 @@ def test_etas_and_distances_agree_with_the_network_engine(boston, places, rules,
             result = suggest(_call(lat, lon, **flags), teams, network=boston, rules=rules, places=places, now=NOW)
             assert result.suggestions
             for s in result.suggestions:
-                route = boston.route((s.lat, s.lon), (lat, lon))
-                assert s.eta_s == pytest.approx(boston.eta((s.lat, s.lon), (lat, lon)), abs=1e-6)
+                # Teams attach to any road (origin_on="any"), calls to streets: as suggest does.
+                route = boston.route((s.lat, s.lon), (lat, lon), origin_on="any")
+                assert s.eta_s == pytest.approx(boston.eta((s.lat, s.lon), (lat, lon), origin_on="any"), abs=1e-6)
                 assert s.eta_s == pytest.approx(route.travel_time_s, abs=1e-6)
                 assert s.distance_m == pytest.approx(route.distance_m, abs=1e-3)
 
@@ -77,7 +78,8 @@ def test_warm_up_makes_calls_lookups_with_the_same_answers(boston, places, rules
     call = _call(*ROXBURY, mental_health=True)
     cold = suggest(call, fleet, network=boston, rules=rules, places=places, now=NOW).to_dict()
     clear_caches()
-    distinct = {boston.snap(ts.lat, ts.lon).node for ts in fleet}
+    # One row per node where a team joins the network: both ends of a two-way street, one of a one-way.
+    distinct = {int(x) for ts in fleet for x in boston.snap_exits(boston.snap(ts.lat, ts.lon, on="any"))[0]}
     assert warm_up(fleet, network=boston) == len(distinct)
     assert warm_up(fleet, network=boston) == 0
     engine = eta_engine(boston)
@@ -105,8 +107,8 @@ def test_distances_are_the_same_whether_walked_along_one_path_or_computed_for_th
         assert [(s.team_id, s.eta_s, s.distance_m) for s in one.suggestions] == [
             (s.team_id, s.eta_s, s.distance_m) for s in every.suggestions[:2]]
         for s in one.suggestions:
-            assert s.distance_m == pytest.approx(boston.route((s.lat, s.lon), (call.lat, call.lon)).distance_m,
-                                                 abs=1e-3)
+            assert s.distance_m == pytest.approx(
+                boston.route((s.lat, s.lon), (call.lat, call.lon), origin_on="any").distance_m, abs=1e-3)
 
 
 def test_ranking_is_by_eta_with_ties_by_team_id(boston, places, rules, fleet) -> None:

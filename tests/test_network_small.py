@@ -137,7 +137,8 @@ def test_nearest_times_is_the_minimum_over_sources(small):
 def test_profiles_scale_times(small):
     speeds = small.speeds
     fast = small.with_profile("emergent", 8)
-    factor = speeds.mode_factor["emergent"] * speeds.hour_factor[8]
+    # Every edge is residential: the "local" group's hour factor applies.
+    factor = speeds.mode_factor["emergent"] * speeds.hour_factor[speeds.hour_group["residential"]][8]
     a, c = _node(small, "A"), _node(small, "C")
     assert fast.travel_times_from(a)[c] == pytest.approx(20 / factor)
     assert small.with_profile("emergent", 8) is fast or fast.profile["hour"] == 8

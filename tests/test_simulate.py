@@ -124,13 +124,13 @@ def test_one_team_two_calls_hand_checked(line, tmp_path) -> None:
 
 def test_returning_team_is_sent_from_where_it_is(line, tmp_path) -> None:
     # After c1 at B the team heads back to A (B -> A, 10 s). 3 s into that drive c2 comes in at D: the
-    # team is 30 m west of B, snaps to B (off-network leg 30 m x 1.3 at 10 mph) and drives B -> D.
+    # team is on the road 30 m west of B (a phantom node on B-A, no off-network leg), turns back to B
+    # (30 m, 3 s) and drives B -> D.
     result = _run(_policy(tmp_path), [_call("c1", 0, "B"), _call("c2", 613, "D")], line)
     c1, c2 = _by_id(result)["c1"], _by_id(result)["c2"]
     assert c1.clear_s == pytest.approx(610, abs=1e-3)
     assert c2.dispatched_s == pytest.approx(613)
-    leg = 30 * 1.3 / 4.4704
-    assert c2.on_scene_s == pytest.approx(613 + leg + 2 * EDGE_S, abs=0.15)
+    assert c2.on_scene_s == pytest.approx(613 + 0.3 * EDGE_S + 2 * EDGE_S, abs=0.15)
     assert not c2.queued
     # Back at A from D: 30 s.
     t, _, old, new, _ = result.trace[-1]
