@@ -33,7 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_dir, summary  # noqa: E402
 
-from routing.dispatch import _blocked, assign, clear_caches, eta_engine, locate_call, suggest  # noqa: E402
+from routing.dispatch import _blocked, assign, locate_call, suggest  # noqa: E402
+from routing.eta import clear_caches, eta_engine  # noqa: E402
 from routing.fleet import TeamState, TeamType, load_fleet  # noqa: E402
 from routing.network import load_network  # noqa: E402
 from routing.places import load_places  # noqa: E402

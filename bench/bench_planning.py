@@ -2,7 +2,7 @@
 
 - MCLP and p-median on the whole city: every network node a demand point (weights from the default
   demand surface), every real candidate site (police, fire, hospitals, community centres), p = 10,
-  T = 8 min, solved to proven optimality by ``routing.staging``; the same instances solved by PySAL's
+  T = 8 min, solved to proven optimality by ``routing.locate``; the same instances solved by PySAL's
   ``spopt`` (PuLP + CBC, the usual Python tool) in the same run, with the time ratio.
 - Coverage for one team type across the city (``routing.coverage.fleet_coverage``), against a naive
   baseline: one Dijkstra per team and a Python loop over neighborhoods.
@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_dir, summary, timed  # noqa: E402
 
+from routing import locate as lm  # noqa: E402
 from routing import staging as st  # noqa: E402
 from routing.coverage import default_demand, fleet_coverage  # noqa: E402
 from routing.fleet import load_fleet  # noqa: E402
@@ -110,9 +111,9 @@ def main() -> int:
           f"T = {args.minutes:g} min (setup incl. demand and the site x node matrix: {setup_s:.1f} s)")
 
     # ------------------------------------------------------------------ MCLP
-    ours = st.mclp(times <= limit, w, args.p)
+    ours = lm.mclp(times <= limit, w, args.p)
     s = ours.stats
-    print(f"\nMCLP  routing.staging (Benders; LP {s['lp_iterations']} + MIP {s['mip_iterations']} rounds, "
+    print(f"\nMCLP  routing.locate (Benders; LP {s['lp_iterations']} + MIP {s['mip_iterations']} rounds, "
           f"{s['merged_rows']:,} rows): {ours.solve_s:7.2f} s  status {ours.status}, gap {ours.gap:.1e}, "
           f"covered {ours.covered_share:.4%}")
     if not args.skip_spopt:
@@ -124,9 +125,9 @@ def main() -> int:
               + (f"  (same optimum: {abs(sp_cov - ours.objective) <= 1e-6 * ours.objective})" if sp_chosen else ""))
 
     # ------------------------------------------------------------------ p-median
-    ours_pm = st.p_median(times, w, args.p)
+    ours_pm = lm.p_median(times, w, args.p)
     s = ours_pm.stats
-    print(f"\np-median routing.staging (Benders; LP {s['lp_iterations']} + MIP {s['mip_iterations']} rounds, "
+    print(f"\np-median routing.locate (Benders; LP {s['lp_iterations']} + MIP {s['mip_iterations']} rounds, "
           f"{s['merged_rows']:,} rows): {ours_pm.solve_s:7.2f} s  status {ours_pm.status}, gap {ours_pm.gap:.1e}, "
           f"mean ETA {s['mean_cost']:.1f} s")
     if not args.skip_spopt:

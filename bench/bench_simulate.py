@@ -2,11 +2,11 @@
 
 Run: ``python bench/bench_simulate.py [--days 365] [--seed 0]`` (uses $CRISIS_DISPATCH_DATA or
 ../shared/data). The volume is the published one: >10,000 mental-health calls a year (2020), plus the
-medical and other police-led classes of :class:`routing.simulate.CallMix` (about 25,000 calls in all).
+medical and other police-led classes of :class:`routing.arrivals.CallMix` (about 25,000 calls in all).
 Target: under 60 s on a 2-core machine.
 
 The naive baseline, run in the same process on a shorter period, dispatches every call with cold ETA
-caches (``routing.dispatch.clear_caches()`` before each suggestion), i.e. fresh shortest-path searches
+caches (``routing.eta.clear_caches()`` before each suggestion), i.e. fresh shortest-path searches
 for every decision instead of cached rows for teams at their staging sites; the ratio is per call.
 """
 
@@ -25,10 +25,11 @@ from _common import data_dir  # noqa: E402
 
 import routing.simulate as sim_module  # noqa: E402
 from routing import dispatch  # noqa: E402
+from routing.arrivals import generate_calls, load_arrival_model  # noqa: E402
 from routing.network import load_network  # noqa: E402
 from routing.places import load_places  # noqa: E402
 from routing.policy import load_policy  # noqa: E402
-from routing.simulate import default_start, generate_calls, load_arrival_model, simulate  # noqa: E402
+from routing.simulate import default_start, simulate  # noqa: E402
 
 TARGET_S = 60.0
 

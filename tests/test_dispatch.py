@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from routing.cli import main
-from routing.cli_dispatch import SAMPLE_CALLS, sample_calls
-from routing.dispatch import assign, clear_caches, eta_engine, solve_assignment, suggest, warm_up
+from routing.cli.dispatch import SAMPLE_CALLS, sample_calls
+from routing.dispatch import assign, solve_assignment, suggest
 from routing.errors import InvalidInput, OutsideServiceArea
+from routing.eta import clear_caches, eta_engine, warm_up
 from routing.fleet import Team, TeamState, TeamStatus, TeamType, load_fleet
 from routing.triage import Call, load_rules
 

@@ -179,7 +179,7 @@ def test_dispatch_routes_match_the_suggested_etas(boston, suggestion) -> None:
 
 def test_several_calls_map_in_browser(browser: Chromium, out_dir: Path, places, boston) -> None:
     from maps.dispatch import dispatch_map
-    from routing.cli_dispatch import sample_calls
+    from routing.cli.dispatch import sample_calls
     from routing.dispatch import suggest
     from routing.fleet import TeamState, load_fleet
     from routing.triage import load_rules

@@ -25,11 +25,11 @@ with warnings.catch_warnings():  # Starlette's notice that it prefers httpx2 (a 
     warnings.filterwarnings("ignore", message=".*starlette.testclient.*", category=UserWarning)
     from fastapi.testclient import TestClient
 
-from routing.auth import MIN_TOKEN_LENGTH, TOKENS_ENV, Role, TokenTable
 from routing.dispatch import assign, suggest
 from routing.errors import Conflict, NotFound
 from routing.fleet import TRANSITIONS, TeamState, TeamStatus, load_fleet, team_from_dict
-from routing.service import GroupCommitStore, GroupWriter, create_app
+from routing.service.app import GroupCommitStore, GroupWriter, create_app
+from routing.service.auth import MIN_TOKEN_LENGTH, TOKENS_ENV, Role, TokenTable
 from routing.store import Store
 from routing.triage import Call, load_rules
 

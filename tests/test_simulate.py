@@ -16,21 +16,13 @@ import networkx as nx
 import numpy as np
 import pytest
 
+from routing.arrivals import CallMix, generate_calls, load_arrival_model, read_calls_file
 from routing.cli import main
 from routing.errors import InvalidInput, NotFound
 from routing.fleet import TRANSITIONS, Team, TeamStatus, TeamType
 from routing.network import network_from_graph
 from routing.policy import Policy, ServiceTime, available_policies, load_policy
-from routing.simulate import (
-    CallMix,
-    compare,
-    default_start,
-    generate_calls,
-    load_arrival_model,
-    read_calls_file,
-    select_period,
-    simulate,
-)
+from routing.simulate import compare, default_start, select_period, simulate
 from routing.speeds import load_speeds
 from routing.triage import Call, load_rules
 

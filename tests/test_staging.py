@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from routing import locate as lm
 from routing import staging as st
 from routing.errors import InvalidInput, NotFound
 
@@ -45,15 +46,15 @@ def test_mclp_backup_pmedian_match_brute_force(seed):
     best_backup = max((w * (1 - q ** cover[:, s].sum(axis=1))).sum() for s in subsets)
     best_pmed = min((w * cost[:, s].min(axis=1)).sum() for s in subsets)
 
-    r = st.mclp(cover, w, p, fixed_in=f_in, fixed_out=f_out)
+    r = lm.mclp(cover, w, p, fixed_in=f_in, fixed_out=f_out)
     assert r.optimal and r.objective == pytest.approx(best_mclp)
     assert len(r.chosen) == p and set(f_in) <= set(r.chosen) and not set(f_out) & set(r.chosen)
 
-    r = st.backup_coverage(cover, w, p, busy_fraction=q, fixed_in=f_in, fixed_out=f_out)
+    r = lm.backup_coverage(cover, w, p, busy_fraction=q, fixed_in=f_in, fixed_out=f_out)
     assert r.optimal and r.objective == pytest.approx(best_backup)
     assert len(r.chosen) == p and set(f_in) <= set(r.chosen) and not set(f_out) & set(r.chosen)
 
-    r = st.p_median(cost, w, p, fixed_in=f_in, fixed_out=f_out)
+    r = lm.p_median(cost, w, p, fixed_in=f_in, fixed_out=f_out)
     assert r.optimal and r.objective == pytest.approx(best_pmed, rel=1e-9)
     assert r.bound is not None and r.bound <= r.objective * (1 + 1e-7)
     assert len(r.chosen) == p and set(f_in) <= set(r.chosen) and not set(f_out) & set(r.chosen)
@@ -71,14 +72,14 @@ def test_lscp_matches_brute_force_and_covers_everything(seed):
     need = w > 0
     if not cover[np.ix_(need, allowed)].any(axis=1).all():
         with pytest.raises(InvalidInput, match="infeasible"):
-            st.lscp(cover, w, fixed_in=f_in, fixed_out=f_out)
-        r = st.lscp(cover, w, fixed_in=f_in, fixed_out=f_out, uncoverable="ignore")
+            lm.lscp(cover, w, fixed_in=f_in, fixed_out=f_out)
+        r = lm.lscp(cover, w, fixed_in=f_in, fixed_out=f_out, uncoverable="ignore")
         coverable = need & cover[:, allowed].any(axis=1)
         assert cover[np.ix_(coverable, r.chosen)].any(axis=1).all()
         return
     best = min(k for k in range(1, len(allowed) + 1)
                if any(cover[np.ix_(need, s)].any(axis=1).all() for s in _subsets(m, k, f_in, f_out)))
-    r = st.lscp(cover, w, fixed_in=f_in, fixed_out=f_out)
+    r = lm.lscp(cover, w, fixed_in=f_in, fixed_out=f_out)
     assert r.optimal and r.objective == best == len(r.chosen)
     assert cover[np.ix_(need, r.chosen)].any(axis=1).all()
     assert set(f_in) <= set(r.chosen) and not set(f_out) & set(r.chosen)
@@ -92,7 +93,7 @@ def test_pmedian_with_unreachable_pairs_matches_brute_force():
         cost[:, 0] = rng.uniform(0, 10, 15)  # candidate 0 reaches everyone: always feasible
         w = rng.uniform(0.5, 3.0, 15)
         best = min((w * cost[:, s].min(axis=1)).sum() for s in _subsets(6, 2, [], []))
-        r = st.p_median(cost, w, 2)
+        r = lm.p_median(cost, w, 2)
         assert r.optimal and r.objective == pytest.approx(best)
 
 
@@ -104,13 +105,13 @@ _W = np.array([5.0, 3.0, 2.0, 1.0])
 
 
 def test_mclp_hand_solved():
-    r = st.mclp(_COVER, _W, 1)
+    r = lm.mclp(_COVER, _W, 1)
     assert r.chosen == [0] and r.objective == 8.0 and r.covered_share == pytest.approx(8 / 11)
-    r = st.mclp(_COVER, _W, 2)
+    r = lm.mclp(_COVER, _W, 2)
     assert r.chosen == [0, 1] and r.objective == 11.0
-    r = st.mclp(_COVER, _W, 1, fixed_out=[0])
+    r = lm.mclp(_COVER, _W, 1, fixed_out=[0])
     assert r.chosen == [1] and r.objective == 6.0
-    r = st.mclp(_COVER, _W, 2, fixed_in=[2])
+    r = lm.mclp(_COVER, _W, 2, fixed_in=[2])
     assert r.chosen == [0, 2] and r.objective == 9.0
     assert r.to_dict()["status"] == "optimal" and json.dumps(r.to_dict())
 
@@ -119,12 +120,12 @@ def test_pmedian_hand_solved():
     # Demand at 0, 1 and 10 on a line, candidates at the same points, cost = distance.
     pos = np.array([0.0, 1.0, 10.0])
     cost = np.abs(pos[:, None] - pos[None, :])
-    r = st.p_median(cost, [3.0, 1.0, 1.0], 1)  # site 0: 0+1+10 = 11; site 1: 3+0+9 = 12; site 2: 39
+    r = lm.p_median(cost, [3.0, 1.0, 1.0], 1)  # site 0: 0+1+10 = 11; site 1: 3+0+9 = 12; site 2: 39
     assert r.chosen == [0] and r.objective == pytest.approx(11.0)
-    r = st.p_median(cost, [2.0, 1.0, 1.0], 2)  # {0, 2}: 0+1+0 = 1 beats {1, 2}: 2+0+0 = 2
+    r = lm.p_median(cost, [2.0, 1.0, 1.0], 2)  # {0, 2}: 0+1+0 = 1 beats {1, 2}: 2+0+0 = 2
     assert r.chosen == [0, 2] and r.objective == pytest.approx(1.0)
     assert r.assignment.tolist() == [0, 0, 2]
-    r = st.p_median(cost, [2.0, 1.0, 1.0], 2, fixed_in=[1])  # {1, 2}: 2
+    r = lm.p_median(cost, [2.0, 1.0, 1.0], 2, fixed_in=[1])  # {1, 2}: 2
     assert r.chosen == [1, 2] and r.objective == pytest.approx(2.0)
 
 
@@ -133,28 +134,28 @@ def test_lscp_hand_solved():
     cover = np.zeros((5, 4), dtype=bool)
     for j, rows in enumerate([(0, 1, 2), (2, 3), (3, 4), (0, 4)]):
         cover[list(rows), j] = True
-    r = st.lscp(cover)
+    r = lm.lscp(cover)
     assert r.chosen == [0, 2] and r.objective == 2 and r.covered_share == 1.0
-    r = st.lscp(cover, fixed_in=[3])  # D forced: A still needed for 1, and 3 needs B or C
+    r = lm.lscp(cover, fixed_in=[3])  # D forced: A still needed for 1, and 3 needs B or C
     assert r.objective == 3 and {0, 3} <= set(r.chosen)
     # Weight 0 on demand 1 frees the model from A: {C, D} covers 0, 3, 4 but not 2 -> B or A needed.
-    r = st.lscp(cover, [1, 0, 1, 1, 1])
+    r = lm.lscp(cover, [1, 0, 1, 1, 1])
     assert r.objective == 2 and cover[np.ix_([0, 2, 3, 4], r.chosen)].any(axis=1).all()
 
 
 def test_backup_hand_solved():
     # Point 0 (weight a) covered by c0 and c1, point 1 (weight 6) only by c2; q = 0.5, p = 2.
     cover = np.array([[1, 1, 0], [0, 0, 1]], dtype=bool)
-    r = st.backup_coverage(cover, [10.0, 6.0], 2, busy_fraction=0.5)
+    r = lm.backup_coverage(cover, [10.0, 6.0], 2, busy_fraction=0.5)
     assert r.chosen in ([0, 2], [1, 2]) and r.objective == pytest.approx(10 * 0.5 + 6 * 0.5)
-    r = st.backup_coverage(cover, [4.0, 1.0], 2, busy_fraction=0.5)  # double cover: 4 * 0.75 = 3 > 2.5
+    r = lm.backup_coverage(cover, [4.0, 1.0], 2, busy_fraction=0.5)  # double cover: 4 * 0.75 = 3 > 2.5
     assert r.chosen == [0, 1] and r.objective == pytest.approx(3.0)
     assert r.covered_twice_weight == 4.0
     # Two teams may share a site: both at c0 gives 4 * 0.75 too, with one site.
-    r = st.backup_coverage(cover[:, :1], [4.0, 1.0], 2, busy_fraction=0.5, max_per_site=2)
+    r = lm.backup_coverage(cover[:, :1], [4.0, 1.0], 2, busy_fraction=0.5, max_per_site=2)
     assert r.chosen == [0] and r.teams_per_site == [2] and r.objective == pytest.approx(3.0)
     # q = 0: MEXCLP is MCLP.
-    assert st.backup_coverage(_COVER, _W, 1, busy_fraction=0.0).objective == st.mclp(_COVER, _W, 1).objective
+    assert lm.backup_coverage(_COVER, _W, 1, busy_fraction=0.0).objective == lm.mclp(_COVER, _W, 1).objective
 
 
 def test_merging_identical_rows_keeps_the_answer():
@@ -162,7 +163,7 @@ def test_merging_identical_rows_keeps_the_answer():
     base = rng.random((6, 5)) < 0.4
     cover = np.repeat(base, 50, axis=0)  # 300 rows, 6 distinct
     w = rng.uniform(0.1, 2.0, 300)
-    r = st.mclp(cover, w, 2)
+    r = lm.mclp(cover, w, 2)
     assert r.stats["merged_rows"] <= 6
     best = max(w[cover[:, s].any(axis=1)].sum() for s in _subsets(5, 2, [], []))
     assert r.objective == pytest.approx(best)
@@ -172,32 +173,32 @@ def test_merging_identical_rows_keeps_the_answer():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: st.mclp(_COVER, _W, 4), "larger than the 3 candidate"),
-    (lambda: st.mclp(_COVER, _W, 2, fixed_out=[0, 1]), "larger than the 1 candidate"),
-    (lambda: st.mclp(_COVER, _W, 0), "at least 1"),
-    (lambda: st.mclp(_COVER, _W, 1.5), "integer"),
-    (lambda: st.mclp(np.zeros((0, 3), bool), [], 1), "empty demand"),
-    (lambda: st.mclp(np.zeros((3, 0), bool), [1, 1, 1], 1), "no candidate"),
-    (lambda: st.mclp(_COVER, [0, 0, 0, 0], 1), "sum to zero"),
-    (lambda: st.mclp(_COVER, [1, np.nan, 1, 1], 1), "NaN"),
-    (lambda: st.mclp(_COVER, [1, -1, 1, 1], 1), "non-negative"),
-    (lambda: st.mclp(_COVER, [1, 1], 1), "one value per demand row"),
-    (lambda: st.mclp(_COVER * 0.5, _W, 1), "boolean or 0/1"),
-    (lambda: st.mclp(np.ones(3), [1, 1, 1], 1), "2-D"),
-    (lambda: st.mclp(_COVER, _W, 1, fixed_in=[0], fixed_out=[0]), "both forced in and excluded"),
-    (lambda: st.mclp(_COVER, _W, 1, fixed_in=[0, 1]), "forced in but p = 1"),
-    (lambda: st.mclp(_COVER, _W, 1, fixed_in=[5]), "out of range"),
-    (lambda: st.mclp(_COVER, _W, 1, fixed_out=[0, 1, 2]), "every candidate is excluded"),
-    (lambda: st.p_median(np.array([[1.0, np.nan]]), [1], 1), "NaN"),
-    (lambda: st.p_median(np.array([[1.0, -2.0]]), [1], 1), "non-negative"),
-    (lambda: st.p_median(np.array([[np.inf, np.inf], [1.0, 2.0]]), [1, 1], 1), "cannot be reached"),
-    (lambda: st.p_median(np.array([[1.0, np.inf], [np.inf, 1.0]]), [1, 1], 1), "no set of 1"),
-    (lambda: st.lscp(np.array([[1, 0], [0, 0]], bool)), "LSCP is infeasible"),
-    (lambda: st.lscp(np.array([[1, 0], [0, 1]], bool), fixed_out=[1]), "LSCP is infeasible"),
-    (lambda: st.backup_coverage(_COVER, _W, 1, busy_fraction=1.0), "busy_fraction"),
-    (lambda: st.backup_coverage(_COVER, _W, 1, max_per_site=0), "max_per_site"),
-    (lambda: st.solve("center", _COVER, _W, 1), "unknown model"),
-    (lambda: st.coverage_matrix([[1.0, np.nan]], 2.0), "NaN"),
+    (lambda: lm.mclp(_COVER, _W, 4), "larger than the 3 candidate"),
+    (lambda: lm.mclp(_COVER, _W, 2, fixed_out=[0, 1]), "larger than the 1 candidate"),
+    (lambda: lm.mclp(_COVER, _W, 0), "at least 1"),
+    (lambda: lm.mclp(_COVER, _W, 1.5), "integer"),
+    (lambda: lm.mclp(np.zeros((0, 3), bool), [], 1), "empty demand"),
+    (lambda: lm.mclp(np.zeros((3, 0), bool), [1, 1, 1], 1), "no candidate"),
+    (lambda: lm.mclp(_COVER, [0, 0, 0, 0], 1), "sum to zero"),
+    (lambda: lm.mclp(_COVER, [1, np.nan, 1, 1], 1), "NaN"),
+    (lambda: lm.mclp(_COVER, [1, -1, 1, 1], 1), "non-negative"),
+    (lambda: lm.mclp(_COVER, [1, 1], 1), "one value per demand row"),
+    (lambda: lm.mclp(_COVER * 0.5, _W, 1), "boolean or 0/1"),
+    (lambda: lm.mclp(np.ones(3), [1, 1, 1], 1), "2-D"),
+    (lambda: lm.mclp(_COVER, _W, 1, fixed_in=[0], fixed_out=[0]), "both forced in and excluded"),
+    (lambda: lm.mclp(_COVER, _W, 1, fixed_in=[0, 1]), "forced in but p = 1"),
+    (lambda: lm.mclp(_COVER, _W, 1, fixed_in=[5]), "out of range"),
+    (lambda: lm.mclp(_COVER, _W, 1, fixed_out=[0, 1, 2]), "every candidate is excluded"),
+    (lambda: lm.p_median(np.array([[1.0, np.nan]]), [1], 1), "NaN"),
+    (lambda: lm.p_median(np.array([[1.0, -2.0]]), [1], 1), "non-negative"),
+    (lambda: lm.p_median(np.array([[np.inf, np.inf], [1.0, 2.0]]), [1, 1], 1), "cannot be reached"),
+    (lambda: lm.p_median(np.array([[1.0, np.inf], [np.inf, 1.0]]), [1, 1], 1), "no set of 1"),
+    (lambda: lm.lscp(np.array([[1, 0], [0, 0]], bool)), "LSCP is infeasible"),
+    (lambda: lm.lscp(np.array([[1, 0], [0, 1]], bool), fixed_out=[1]), "LSCP is infeasible"),
+    (lambda: lm.backup_coverage(_COVER, _W, 1, busy_fraction=1.0), "busy_fraction"),
+    (lambda: lm.backup_coverage(_COVER, _W, 1, max_per_site=0), "max_per_site"),
+    (lambda: lm.solve("center", _COVER, _W, 1), "unknown model"),
+    (lambda: lm.coverage_matrix([[1.0, np.nan]], 2.0), "NaN"),
 ])
 def test_bad_input_is_a_clear_error(call, message):
     with pytest.raises(InvalidInput, match=message):
@@ -206,8 +207,8 @@ def test_bad_input_is_a_clear_error(call, message):
 
 def test_zero_weight_rows_need_no_coverage_and_do_not_count():
     cover = np.array([[1, 0], [0, 1]], dtype=bool)
-    assert st.lscp(cover, [1, 0]).chosen == [0]
-    r = st.mclp(cover, [0, 1], 1)
+    assert lm.lscp(cover, [1, 0]).chosen == [0]
+    r = lm.mclp(cover, [0, 1], 1)
     assert r.chosen == [1] and r.covered_share == 1.0
 
 
@@ -247,7 +248,7 @@ def test_covered_share_grows_with_sites_and_standard(problem):
 
 def test_pmedian_on_boston_is_optimal_and_locally_optimal(problem):
     plan = st.plan_staging(problem, "pmedian", minutes=8, p=6)
-    assert plan.status == "optimal" and plan.gap is not None and plan.gap <= st.OPTIMALITY_TOLERANCE
+    assert plan.status == "optimal" and plan.gap is not None and plan.gap <= lm.OPTIMALITY_TOLERANCE
     t, w = problem.times, problem.weights
     idx = [problem.index(s.site_id) for s in plan.sites]
     value = (w * t[:, idx].min(axis=1)).sum()

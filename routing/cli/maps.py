@@ -12,21 +12,12 @@ The rendering lives in ``maps/``; this module only gathers the engine's results.
 from __future__ import annotations
 
 import argparse
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from routing.cli import emit, number_arg
+from routing.cli import OFFLINE_ENV, emit, number_arg, offline_requested
 from routing.errors import InvalidInput
-
-OFFLINE_ENV = "CRISIS_DISPATCH_OFFLINE"
-
-
-def offline_requested(args: argparse.Namespace) -> bool:
-    """``--offline`` or ``$CRISIS_DISPATCH_OFFLINE`` set to 1/true/yes/on."""
-    env = os.environ.get(OFFLINE_ENV, "").strip().lower()
-    return bool(args.offline) or env in ("1", "true", "yes", "on")
 
 
 def _out_path(text: str) -> Path:
@@ -46,8 +37,8 @@ def _map_args(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``map`` and its four kinds."""
-    from routing import cli_dispatch
-    from routing.cli_network import add_network_args
+    from routing.cli import dispatch as cli_dispatch
+    from routing.cli.network import add_network_args
 
     top = subparsers.add_parser("map", help="draw a result as a self-contained HTML map")
     kinds = top.add_subparsers(dest="map_kind", metavar="KIND")
@@ -87,7 +78,7 @@ _non_negative_int = number_arg(int, low=0, what="a non-negative integer")
 
 def _register_planning(kinds: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """``map coverage`` / ``map staging`` with the options of ``coverage`` / ``stage``."""
-    from routing import cli_planning
+    from routing.cli import planning as cli_planning
 
     p = kinds.add_parser("coverage", parents=[common],
                          help="coverage by neighborhood, travel times on the streets, demand, gaps")
@@ -108,7 +99,7 @@ def _register_planning(kinds: argparse._SubParsersAction, common: argparse.Argum
 
 def _written(args: argparse.Namespace, kind: str, path: Path, offline: bool, extra: dict[str, Any],
              profile: dict[str, Any]) -> int:
-    from routing.cli_network import speeds_line
+    from routing.cli.network import speeds_line
 
     result = {"map": kind, "out": str(path.resolve()), "offline": offline, "bytes": path.stat().st_size, **extra,
               "profile": profile}
@@ -121,7 +112,7 @@ def _written(args: argparse.Namespace, kind: str, path: Path, offline: bool, ext
 def _fleet(args: argparse.Namespace) -> int:
     from maps.base import save_map
     from maps.fleet import fleet_map
-    from routing.cli_network import network_from_args
+    from routing.cli.network import network_from_args
     from routing.fleet import TeamState, load_fleet
     from routing.places import load_places
 
@@ -148,8 +139,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     from maps.base import save_map
     from maps.dispatch import dispatch_map
-    from routing import cli_dispatch
-    from routing.cli_network import network_from_args
+    from routing.cli import dispatch as cli_dispatch
+    from routing.cli.network import network_from_args
     from routing.dispatch import suggest
     from routing.fleet import TeamState, TeamStatus, load_fleet
     from routing.places import load_places
@@ -193,7 +184,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _coverage(args: argparse.Namespace) -> int:
     from maps.base import save_map
     from maps.coverage import coverage_map
-    from routing.cli_planning import coverage_result_from_args
+    from routing.cli.planning import coverage_result_from_args
 
     offline = offline_requested(args)
     result, context = coverage_result_from_args(args)
@@ -207,7 +198,7 @@ def _coverage(args: argparse.Namespace) -> int:
 def _staging(args: argparse.Namespace) -> int:
     from maps.base import save_map
     from maps.staging import staging_map
-    from routing.cli_planning import staging_result_from_args
+    from routing.cli.planning import staging_result_from_args
 
     offline = offline_requested(args)
     plan, context = staging_result_from_args(args)

@@ -63,10 +63,10 @@ def _is_loopback(host: str) -> bool:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from routing.auth import TokenTable
     from routing.config import resolve_data_dir
     from routing.network import load_network
-    from routing.service import MAX_BODY_BYTES, create_app
+    from routing.service.app import MAX_BODY_BYTES, create_app
+    from routing.service.auth import TokenTable
     from routing.store import Store
     from routing.triage import load_rules
 

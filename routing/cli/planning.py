@@ -80,7 +80,7 @@ def _add_fleet_args(parser: argparse.ArgumentParser, *, db: bool) -> None:
 
 def add_coverage_args(parser: argparse.ArgumentParser) -> None:
     """Options of ``coverage`` (also used by ``map coverage``)."""
-    from routing.cli_network import add_network_args
+    from routing.cli.network import add_network_args
 
     who = parser.add_mutually_exclusive_group()
     who.add_argument("--team-type", action="append", metavar="TYPE", dest="team_type",
@@ -105,7 +105,7 @@ def add_coverage_args(parser: argparse.ArgumentParser) -> None:
 
 def add_staging_args(parser: argparse.ArgumentParser) -> None:
     """Options of ``stage`` (also used by ``map staging``)."""
-    from routing.cli_network import add_network_args
+    from routing.cli.network import add_network_args
     from routing.staging import MODELS
 
     parser.add_argument("--model", choices=MODELS, default="mclp",
@@ -138,7 +138,7 @@ def add_staging_args(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``demand``, ``coverage`` and ``stage``."""
-    from routing.cli_network import add_network_args
+    from routing.cli.network import add_network_args
 
     p = subparsers.add_parser("demand", parents=[common],
                               help="expected mental-health calls a year per neighborhood (the demand surface)")
@@ -168,7 +168,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 # ---------------------------------------------------------------------------------------------- builders
 
 def _context(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    from routing.cli_network import network_from_args
+    from routing.cli.network import network_from_args
     from routing.coverage import default_demand
     from routing.demand import demand_from_csv, load_demand
     from routing.places import load_places
@@ -288,7 +288,7 @@ def _demand(args: argparse.Namespace) -> int:
 
 
 def _coverage(args: argparse.Namespace) -> int:
-    from routing.cli_network import speeds_line
+    from routing.cli.network import speeds_line
 
     result, context = coverage_result_from_args(args)
     if args.geojson:
@@ -325,7 +325,7 @@ def _stage(args: argparse.Namespace) -> int:
         rows = [{"id": s.site_id, "name": s.name, "kind": s.kind, "lat": s.lat, "lon": s.lon} for s in sites]
         emit(args, {"candidates": rows}, lambda d: "\n".join(f"{s['id']:<40} {s['name']}" for s in d["candidates"]))
         return 0
-    from routing.cli_network import speeds_line
+    from routing.cli.network import speeds_line
 
     plan, context = staging_result_from_args(args)
     if args.geojson:

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,13 +21,13 @@ from routing.errors import CrisisDispatchError, InvalidInput
 
 # Modules that contribute subcommands, each with ``register(subparsers, common)``.
 _COMMAND_MODULES = (
-    "routing.cli_network",
-    "routing.cli_dispatch",
-    "routing.cli_planning",
-    "routing.cli_maps",
-    "routing.cli_simulate",
-    "routing.cli_serve",
-    "routing.cli_data",
+    "routing.cli.network",
+    "routing.cli.dispatch",
+    "routing.cli.planning",
+    "routing.cli.maps",
+    "routing.cli.simulate",
+    "routing.cli.serve",
+    "routing.cli.data",
 )
 
 
@@ -41,6 +42,16 @@ def common_parser() -> argparse.ArgumentParser:
     parent.add_argument("--data", metavar="DIR", help="real-data directory (default: $CRISIS_DISPATCH_DATA)")
     parent.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     return parent
+
+
+#: Set to 1/true/yes/on for self-contained map pages (no CDN, no tiles), like ``--offline``.
+OFFLINE_ENV = "CRISIS_DISPATCH_OFFLINE"
+
+
+def offline_requested(args: argparse.Namespace) -> bool:
+    """``--offline`` or ``$CRISIS_DISPATCH_OFFLINE`` set to 1/true/yes/on."""
+    env = os.environ.get(OFFLINE_ENV, "").strip().lower()
+    return bool(getattr(args, "offline", False)) or env in ("1", "true", "yes", "on")
 
 
 def parse_latlon(text: str) -> tuple[float, float]:

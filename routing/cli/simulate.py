@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from routing.arrivals import CallMix, generate_calls, load_arrival_model, read_calls_file
 from routing.cli import emit, number_arg, write_json_file
 from routing.config import require_data_dir
 from routing.errors import InvalidInput
@@ -18,14 +19,10 @@ from routing.places import load_places
 from routing.policy import available_policies, load_policy
 from routing.simulate import (
     DEFAULT_MAX_WAIT_S,
-    CallMix,
     ComparisonResult,
     SimulationResult,
     default_start,
-    generate_calls,
-    load_arrival_model,
     parse_start,
-    read_calls_file,
     select_period,
     simulate,
 )
@@ -68,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         "(instead of --policy)")
     p.add_argument("--calls", metavar="FILE",
                    help="replay calls from FILE (.json/.jsonl/.csv of calls, or BPD incident CSV, optionally .gz)")
-    mix = p.add_argument_group("call volumes (demand model; see routing.simulate.CallMix for sources)")
+    mix = p.add_argument_group("call volumes (demand model; see routing.arrivals.CallMix for sources)")
     defaults = CallMix()
     mix.add_argument("--scale", type=_non_negative, default=1.0, help="multiply every volume (default 1)")
     mix.add_argument("--mh-per-year", type=_non_negative, default=defaults.mh_per_year,

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from routing.cli import emit, number_arg, parse_latlon, time_arg, to_jsonable
-from routing.cli_network import add_network_args, network_from_args, speeds_line
-from routing.dispatch import AssignmentResult, SuggestionResult, assign, decision_inputs, suggest, warm_up
+from routing.cli import emit, number_arg, offline_requested, parse_latlon, time_arg, to_jsonable
+from routing.cli.network import add_network_args, network_from_args, speeds_line
+from routing.dispatch import AssignmentResult, SuggestionResult, assign, decision_inputs, suggest
 from routing.errors import InvalidInput
+from routing.eta import warm_up
 from routing.fleet import DEFAULT_TIMEZONE, TeamState, TeamStatus, load_fleet
 from routing.store import Store, clock_ahead_s, default_db_path
 from routing.triage import FLAGS, Call, calls_from_records, load_rules
@@ -533,7 +534,6 @@ def _write_map(args: argparse.Namespace, results: list[SuggestionResult], teams:
     """Write the demo's dispatch map; returns where it went."""
     from maps.base import save_map
     from maps.dispatch import dispatch_map
-    from routing.cli_maps import offline_requested
 
     offline = offline_requested(args)
     m = dispatch_map(results, teams=teams, places=places, network=network, now=now, offline=offline)

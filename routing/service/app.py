@@ -1,6 +1,6 @@
 """The dispatch service: a thin FastAPI layer over the engine, sharing the CLI's SQLite database.
 
-``create_app(...)`` builds the application; ``crisis-dispatch serve`` (:mod:`routing.cli_serve`) runs it
+``create_app(...)`` builds the application; ``crisis-dispatch serve`` (:mod:`routing.cli.serve`) runs it
 with uvicorn. The road network, places and rules are loaded once, in the lifespan, not per request.
 
 Contract, in brief (full list in docs/SERVICE.md):
@@ -58,9 +58,9 @@ from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from routing.auth import Permission, Principal, Role, TokenTable, parse_bearer
 from routing.errors import Conflict, CrisisDispatchError, DataMissing, InvalidInput
 from routing.fleet import DISPATCHABLE, TeamState, TeamStatus, TeamType
+from routing.service.auth import Permission, Principal, Role, TokenTable, parse_bearer
 from routing.store import Store, clock_ahead_s
 from routing.validate import timestamp as validate_timestamp
 
