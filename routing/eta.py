@@ -1,31 +1,86 @@
 """The ETA engine: travel times and road distances between team positions and call locations.
 
-Travel times come from per-node search rows kept in LRU caches per network (one engine per speed
+Travel times come from per-node search rows kept in byte-bounded LRU caches (one engine per speed
 profile): while teams stay where they are, a suggestion is a table lookup; otherwise one reverse
 Dijkstra from each node that leads into the call's road segment serves every team. Road distances are
 computed only for the teams a caller returns, by walking their paths in the search tree.
 
+**Searches that do not grow with the map** (issue 15). A suggestion needs exact ETAs only for the teams
+it returns: the chosen tier's teams, or with ``top`` its first ``top``. The reverse search is therefore
+bounded: ``scipy.sparse.csgraph.dijkstra(..., limit=L)`` settles every node within ``L`` seconds of the
+call and leaves the others at ``inf``, which here means "more than ``L``", never "unreachable". The
+caller (:func:`routing.dispatch._candidates`) turns that into an exact time for a team whose best exit
+is settled below the bound of its unsettled exits, and a lower bound for every other team; when the
+teams it must rank are exact and every other team's lower bound already ranks after them, the answer
+is the one a full search gives. Otherwise ``L`` doubles (the settled area grows about fourfold, so the
+failed rounds cost about a third of the last one), and once a round settles a quarter of the network
+the next one is the full search (also when even at top speed the limit's disc would cover the map's
+bounding box). The first ``L`` is the straight-line time at the network's top speed to the ``top``-th
+nearest team of the ranked tier (the farthest without ``top``), times a detour factor. Cost then follows
+the travel time to the teams that rank, not the size of the map: cheap when they are minutes away
+(a 15-min bound settles a few tens of thousands of nodes), no better than a full search when the
+``top``-th team of the tier is an hour's drive away, as with 40 teams of four kinds over a 4 x 4 tiling
+(``bench/bench_statewide.py`` prints both). Why this and not a contraction hierarchy (pandana ranks 40
+teams in 2 ms at 1.1M nodes whatever the distances): a hierarchy is a two-minute build per speed profile
+(mode x hour: dozens per network) and a second copy of the graph in memory, it answers times but not
+the shortest-path trees our distances and routes are walked in, and the bounded search keeps one
+engine, scipy's, for every query; a hierarchy remains the step for fleets spread over the state. Only on a
+strongly connected network (what :func:`routing.network.load_network` builds) does an unsettled team
+count as reachable; elsewhere the engine searches in full.
+
+**Memory you can plan for.** Every cache is bounded in bytes, process-wide, over all engines:
+``CACHE_MB`` (environment ``CRISIS_DISPATCH_ETA_CACHE_MB``, default 512; change it at run time with
+:func:`set_cache_mb`), shared as 80 % forward rows, 15 % reverse rows, 3 % snapped positions and 2 %
+team-movement records, each an LRU of its own so calls with moving teams never evict the rows of
+stationary ones. A row is its float64 times and int32 predecessors (12 bytes a node: 135 kB on Boston,
+13.5 MB at 1.1M nodes), plus float64 distances once a row answers many (20 bytes a node). Times stay
+float64: ETAs are ranked at millisecond resolution and compared to 1e-6 s, and float32 (a 0.25 ms step
+at one hour) would move ETAs and could swap teams whose times round to the same millisecond. The
+default holds about 3,000 Boston rows (1,500 stationary teams on two-way streets) or 30 rows of a
+1.1M-node network; rows of networks above ``_WARM_MAX_NODES`` nodes are filled only by
+:func:`warm_up` or :meth:`_EtaEngine.prime`, since there a bounded search is cheaper than a full row.
+
 The decisions that use it (:func:`routing.dispatch.suggest`, :func:`routing.dispatch.assign`, the
 simulation) live apart from it, as networkx keeps algorithms apart from data structures.
 """
-
 from __future__ import annotations
 
+import math
+import os
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
-from scipy.sparse.csgraph import dijkstra
+from scipy.sparse.csgraph import connected_components, dijkstra
 
 from routing.errors import InvalidInput
 from routing.fleet import DISPATCHABLE, TeamState
 
-_ROW_CACHE = 256  # forward rows kept per network (each ~135 kB on Boston)
-_REVERSE_CACHE = 128  # reverse rows (per call node) kept per network
-_SNAP_CACHE = 8192
+if TYPE_CHECKING:
+    from routing.network import RoadNetwork, Snap
+
+
+def _env_cache_mb() -> float:
+    raw = os.environ.get("CRISIS_DISPATCH_ETA_CACHE_MB", "")
+    try:
+        value = float(raw) if raw.strip() else 512.0
+    except ValueError:
+        value = 512.0
+    return value if math.isfinite(value) and value >= 0 else 512.0
+
+
+#: Bytes (in MB) all ETA caches of the process may hold together; see the module docstring.
+CACHE_MB: float = _env_cache_mb()
+#: Share of ``CACHE_MB`` per cache (each its own process-wide LRU).
+CACHE_SHARES = {"rows": 0.80, "reverse_rows": 0.15, "snaps": 0.03, "seen": 0.02}
+_SNAP_BYTES = 600  # a cached Snap with its key and LRU links (measured with sys.getsizeof, rounded up)
+_SEEN_BYTES = 250  # a team key, its (node, streak) and LRU links
+_WARM_MAX_NODES = 50_000  # above this, calls do not fill forward rows on their own (see the docstring)
+_START_DETOUR = 3.0  # first limit: straight-line time at top speed x this
+_FULL_AFTER = 0.25  # a bounded round that settles this share of the network is followed by a full search
 _FILL_PER_CALL = 4  # fill up to this many rows when that avoids the reverse search
 _WARM_PER_CALL = 2  # ...else at most this many per call, to warm the cache without stalling a call
 _STABLE_AFTER = 1  # a team found at the same node this many times in a row has "not moved"
@@ -36,7 +91,7 @@ _WALKS_BEFORE_TREE = 16  # a row asked this many path distances gets its whole t
 class _EtaEngine:
     """Travel times and road distances between team positions and call locations, with caches."""
 
-    def __init__(self, network: Any) -> None:
+    def __init__(self, network: RoadNetwork) -> None:
         # No reference to the network itself: the registry entry must not keep it alive.
         n = network.n_nodes
         self.n = n
@@ -47,20 +102,55 @@ class _EtaEngine:
         # edge with one vectorised comparison instead of a search: out_* for edge v -> w, in_* for u -> v.
         self.out_nbr, self.out_len = _padded(src, dst, length, n)
         self.in_nbr, self.in_len = _padded(dst, src, length, n)
-        self.lock = threading.Lock()
+        # Top speed (m/s) over every edge: straight-line metres / it is a lower bound on a travel time,
+        # the first guess of a bounded search's limit.
+        edge_time = np.asarray(network.csr.data, dtype=float)
+        self.top_speed = float(np.max(length / np.maximum(edge_time, 1e-9))) if len(length) else 1.0
+        self.x, self.y = np.asarray(network.x, dtype=float), np.asarray(network.y, dtype=float)
+        self.area_m2 = float(np.ptp(self.x) * np.ptp(self.y)) if n else 0.0
+        self.key = id(network.csr)  # the registry key; the byte budget names entries by it
+        self._strong: bool | None = None  # strongly connected (computed on first bounded search)
+        # One lock for every engine: the byte budget is process-wide and evicts across engines.
+        self.lock = _CACHE_LOCK
         self.rows: OrderedDict[int, _Row] = OrderedDict()
         self.reverse_rows: OrderedDict[int, _Row] = OrderedDict()
-        self.snaps: OrderedDict[tuple[float, float], Any] = OrderedDict()
-        self.seen: dict[Any, tuple[int, int]] = {}  # team key -> (node at last query, unchanged streak)
-        self.stats = {"lookups": 0, "forward_fills": 0, "reverse_searches": 0}
+        self.snaps: OrderedDict[tuple[float, float], Snap | InvalidInput] = OrderedDict()
+        self.seen: dict[Hashable, tuple[int, int]] = {}  # team key -> (node at last query, unchanged streak)
+        self.stats = {"lookups": 0, "forward_fills": 0, "reverse_searches": 0, "bounded_searches": 0,
+                      "full_searches": 0}
+
+    # --- byte-bounded caches (caller holds self.lock)
+    def _remember(self, cache: str, key: Hashable, value: object, nbytes: int) -> None:
+        """Store ``value`` in one of the engine's caches and charge its bytes to the process budget."""
+        if nbytes > _budget_bytes(cache):
+            return  # larger than the whole cache: never kept
+        getattr(self, cache)[key] = value
+        _BUDGET.charge((self.key, cache, key), nbytes)
+
+    def _touch(self, cache: str, key: Hashable) -> None:
+        _BUDGET.touch((self.key, cache, key))
+
+    def strongly_connected(self, network: RoadNetwork) -> bool:
+        """Whether every node reaches every other (then a node a bounded search left is still reachable)."""
+        if self._strong is None:
+            n_comp = connected_components(network.csr, directed=True, connection="strong", return_labels=False)
+            self._strong = int(n_comp) == 1
+        return self._strong
+
+    def straight_line_s(self, sources: Sequence[int], targets: Sequence[int]) -> np.ndarray:
+        """Straight-line metres / top speed from each source to each target: about a lower bound on the
+        travel time (edge lengths follow the road, the metres here the projection), only a first guess."""
+        s, t = np.asarray(sources, dtype=np.int64), np.asarray(targets, dtype=np.int64)
+        d = np.hypot(self.x[s][:, None] - self.x[t][None, :], self.y[s][:, None] - self.y[t][None, :])
+        return d / self.top_speed
 
     # --- snapping
-    def snap_teams(self, network: Any, points: Sequence[tuple[float, float]]) -> list[Any]:
+    def snap_teams(self, network: RoadNetwork, points: Sequence[tuple[float, float]]) -> list[Snap | InvalidInput]:
         """Snap team positions (cached; the misses in one vectorised query).
 
         Returns, per point, a :class:`routing.network.Snap` or the ``InvalidInput`` snapping raised.
         """
-        out: list[Any] = [None] * len(points)
+        out: list[Snap | InvalidInput | None] = [None] * len(points)
         misses: list[int] = []
         with self.lock:
             for k, key in enumerate(points):
@@ -69,26 +159,27 @@ class _EtaEngine:
                     misses.append(k)
                 else:
                     self.snaps.move_to_end(key)
+                    self._touch("snaps", key)
                     out[k] = hit
         if misses:
             lats = np.array([points[k][0] for k in misses], dtype=float)
             lons = np.array([points[k][1] for k in misses], dtype=float)
             # A team's locator may put it on any road, an expressway included: a van can be on I-93.
             snapped = network.snap_many(lats, lons, strict=False, on="any")
+            fresh: dict[int, Snap | InvalidInput] = {}
             for m, k in enumerate(misses):
                 if int(snapped.nodes[m]) >= 0:
-                    out[k] = snapped[m]
+                    fresh[k] = snapped[m]
                 else:
                     try:  # rejected: get the precise message
-                        out[k] = network.snap(*points[k], field="team position", on="any")
+                        fresh[k] = network.snap(*points[k], field="team position", on="any")
                     except InvalidInput as exc:
-                        out[k] = exc
+                        fresh[k] = exc
+                out[k] = fresh[k]
             with self.lock:
                 for k in misses:
-                    self.snaps[points[k]] = out[k]
-                while len(self.snaps) > _SNAP_CACHE:
-                    self.snaps.popitem(last=False)
-        return out
+                    self._remember("snaps", points[k], fresh[k], _SNAP_BYTES)
+        return cast("list[Snap | InvalidInput]", out)  # every slot was filled: a hit or a miss
 
     # --- search rows
     def _tree_distance(self, pred: np.ndarray, *, toward_root_is_forward: bool) -> np.ndarray:
@@ -147,68 +238,86 @@ class _EtaEngine:
         (the teams it returns): those are walked along their own path. A row asked for many distances
         (a cached forward row serves call after call) gets the whole tree's at once, kept in the row.
         """
-        if row.dist is None and (len(nodes) > _CHAIN_MAX or row.walks >= _WALKS_BEFORE_TREE):
+        # A bounded row's tree covers a corner of the map but its arrays all of it: always walk there.
+        if (row.dist is None and math.isinf(row.limit)
+                and (len(nodes) > _CHAIN_MAX or row.walks >= _WALKS_BEFORE_TREE)):
             row.dist = self._tree_distance(row.pred, toward_root_is_forward=row.toward_root_is_forward)
+            with self.lock:  # the row grew: charge its new size if it is still cached
+                if row.slot is not None:
+                    _BUDGET.resize(row.slot, row.nbytes)
         dist = row.dist
         if dist is not None:
             return dist[np.asarray(nodes, dtype=np.int64)]
         row.walks += len(nodes)  # unlocked: a lost increment only delays the switch to the whole tree
         return np.array([self._chain_distance(row, int(v)) for v in nodes], dtype=float)
 
-    def _fill(self, network: Any, nodes: list[int]) -> None:
+    def row_bytes(self) -> int:
+        """Bytes of one cached search row before its distances: float64 times + int32 predecessors."""
+        return self.n * 12
+
+    def _fill(self, network: RoadNetwork, nodes: list[int]) -> None:
         times, pred = dijkstra(network.csr, directed=True, indices=nodes, return_predecessors=True)
-        rows = {}
-        for k, u in enumerate(nodes):
-            rows[u] = _Row(times[k], pred[k], toward_root_is_forward=False)
+        # Each row its own arrays: a view would keep the whole block alive after its row is evicted.
+        rows = {u: _Row(times[k].copy(), pred[k].copy(), toward_root_is_forward=False)
+                for k, u in enumerate(nodes)}
         with self.lock:
             self.stats["forward_fills"] += len(nodes)
             for u, row in rows.items():
-                self.rows[u] = row
-            while len(self.rows) > _ROW_CACHE:
-                self.rows.popitem(last=False)
+                row.slot = (self.key, "rows", u)
+                self._remember("rows", u, row, row.nbytes)
 
-    def _reverse(self, target: int) -> _Row:
+    def _reverse(self, target: int, limit: float = math.inf) -> _Row:
+        """The reverse row of ``target``, settled at least up to ``limit`` seconds (cached or searched)."""
         with self.lock:
             hit = self.reverse_rows.get(target)
-            if hit is not None:
+            if hit is not None and hit.limit >= limit:
                 self.reverse_rows.move_to_end(target)
+                self._touch("reverse_rows", target)
                 return hit
-        times, pred = dijkstra(self.reverse, directed=True, indices=target, return_predecessors=True)
-        row = _Row(times, pred, toward_root_is_forward=True)
+        # One target per search: each row then owns its arrays (see _fill).
+        times, pred = dijkstra(self.reverse, directed=True, indices=target, return_predecessors=True, limit=limit)
+        row = _Row(times, pred, toward_root_is_forward=True, limit=limit)
         with self.lock:
             self.stats["reverse_searches"] += 1
-            self.reverse_rows[target] = row
-            while len(self.reverse_rows) > _REVERSE_CACHE:
-                self.reverse_rows.popitem(last=False)
+            self.stats["full_searches" if math.isinf(limit) else "bounded_searches"] += 1
+            row.slot = (self.key, "reverse_rows", target)
+            self._remember("reverse_rows", target, row, row.nbytes)
         return row
 
-    def prime(self, network: Any, sources: Sequence[int], targets: Sequence[int]) -> None:
+    def prime(self, network: RoadNetwork, sources: Sequence[int], targets: Sequence[int]) -> None:
         """Prepare for many queries (sources x targets) with the fewest searches: either a forward row
-        per uncached source or a reverse row per uncached target, whichever is fewer."""
+        per uncached source or a reverse row per uncached target, whichever is fewer (and fits the
+        cache's bytes)."""
         with self.lock:
             missing_s = sorted({int(u) for u in sources} - set(self.rows))
-            missing_t = sorted({int(t) for t in targets} - set(self.reverse_rows))
+            missing_t = sorted({int(t) for t in targets} - {t for t, r in self.reverse_rows.items()
+                                                             if math.isinf(r.limit)})
+            held = len(self.rows)
         if not missing_s or not missing_t:
             return
-        if len(missing_s) <= len(missing_t) and len(missing_s) + len(self.rows) <= _ROW_CACHE:
+        room = _budget_bytes("rows") // self.row_bytes()
+        if len(missing_s) <= len(missing_t) and len(missing_s) + held <= room:
             self._fill(network, missing_s)
-        elif len(missing_t) <= _REVERSE_CACHE:
+        elif len(missing_t) <= _budget_bytes("reverse_rows") // self.row_bytes():
             times, pred = dijkstra(self.reverse, directed=True, indices=missing_t, return_predecessors=True)
-            rows = {t: _Row(times[k], pred[k], toward_root_is_forward=True) for k, t in enumerate(missing_t)}
+            rows = {t: _Row(times[k].copy(), pred[k].copy(), toward_root_is_forward=True)
+                    for k, t in enumerate(missing_t)}
             with self.lock:
                 self.stats["reverse_searches"] += len(rows)
-                self.reverse_rows.update(rows)
-                while len(self.reverse_rows) > _REVERSE_CACHE:
-                    self.reverse_rows.popitem(last=False)
+                self.stats["full_searches"] += len(rows)
+                for t, row in rows.items():
+                    row.slot = (self.key, "reverse_rows", t)
+                    self._remember("reverse_rows", t, row, row.nbytes)
 
-    def legs(self, network: Any, sources: Sequence[int], target: int,
+    def legs(self, network: RoadNetwork, sources: Sequence[int], target: int,
              keys: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Network travel time (s) and road distance (m) from each source node to ``target``."""
         times, distance = self.lazy_legs(network, sources, [target], keys)
         return times[:, 0], distance([(k, 0) for k in range(len(sources))])
 
-    def lazy_legs(self, network: Any, sources: Sequence[int], targets: Sequence[int],
-                  keys: Sequence[str] | None = None
+    def lazy_legs(self, network: RoadNetwork, sources: Sequence[int], targets: Sequence[int],
+                  keys: Sequence[str] | None = None, *,
+                  enough: Callable[[np.ndarray, np.ndarray], bool] | None = None, start_s: float = 60.0
                   ) -> tuple[np.ndarray, Callable[[Iterable[tuple[int, int]]], np.ndarray]]:
         """Network travel time (s) from each source node to each target node, and road distances on demand.
 
@@ -217,10 +326,18 @@ class _EtaEngine:
         teams that have not moved since their last query: only their nodes are worth a cached forward
         row. A team that moves on every call would only waste the search.
 
+        With ``enough`` (on a strongly connected network), the reverse searches are bounded (see the
+        module docstring): first at ``start_s`` seconds, then at twice that, and so on, until
+        ``enough(times, bounds)`` returns True or a search covered the network (it is called after
+        every search, so its last call sees the times returned). ``bounds[k, j]`` is the
+        limit of the search that answered ``times[k, j]`` (inf for a full search or a forward row): an
+        inf in ``times`` under a finite bound means "more than the bound", not "no path".
+
         Returns
         -------
         times
-            Seconds, shape ``(len(sources), len(targets))`` (inf: no path).
+            Seconds, shape ``(len(sources), len(targets))`` (inf: no path, or beyond the bound of the
+            last search when ``enough`` was given; only the entries ``enough`` accepted are needed).
         distance
             ``distance(pairs)``: road metres from ``sources[k]`` to ``targets[j]`` for each ``(k, j)``.
             Costs a walk along each path unless the row already has its tree's distances.
@@ -240,13 +357,13 @@ class _EtaEngine:
                 u = int(u)
                 last, streak = self.seen.get(key, (-1, 0))
                 streak = streak + 1 if last == u else 0
-                self.seen[key] = (u, streak)
+                self._remember("seen", key, (u, streak), _SEEN_BYTES)
                 if streak >= _STABLE_AFTER:
                     stable.add(u)
-            if len(self.seen) > 8 * _SNAP_CACHE:  # keys of teams long gone
-                self.seen.clear()
             rev_hit = all(t in self.reverse_rows for t in targets)
-        if missing and not rev_hit:
+        # Rows of a large network cost more (a full search, n * 12 bytes) than the bounded searches
+        # they would save: there only warm_up and prime fill them.
+        if missing and not rev_hit and self.n <= _WARM_MAX_NODES:
             to_fill = [u for u in missing if u in stable]
             if len(to_fill) < len(missing) or len(to_fill) > _FILL_PER_CALL * len(targets):
                 # A reverse search is needed anyway: warm up gradually rather than all at once.
@@ -256,11 +373,14 @@ class _EtaEngine:
         with self.lock:
             cached = {u: self.rows.get(u) for u in unique}
         need_reverse = any(v is None for v in cached.values())
+        if need_reverse and enough is not None and self.strongly_connected(network):
+            times, where = self._bounded(sources, targets, cached, enough, start_s)
+            return times, self._distance_fn(where)
         revs = [self._reverse(t) for t in targets] if need_reverse else []
         times = np.empty((len(sources), len(targets)))
         # Per (source, target): the row that answers it and the node to read in it (the row holds the
         # arrays, so the answer stays valid if the cache evicts the row meanwhile).
-        where: list[list[tuple[_Row, int]]] = []
+        where = []  # the type of _bounded's answer
         for k, u in enumerate(sources):
             row = cached[int(u)]
             here = []
@@ -272,6 +392,40 @@ class _EtaEngine:
                     times[k, j] = revs[j].times[u]
                     here.append((revs[j], int(u)))
             where.append(here)
+        return times, self._distance_fn(where)
+
+    def _bounded(self, sources: Sequence[int], targets: list[int], cached: dict[int, _Row | None],
+                 enough: Callable[[np.ndarray, np.ndarray], bool], start_s: float
+                 ) -> tuple[np.ndarray, list[list[tuple[_Row, int]]]]:
+        """Times from bounded reverse searches, the limit doubling until ``enough`` (see lazy_legs)."""
+        src = np.asarray(sources, dtype=np.int64)
+        have = np.array([cached[int(u)] is not None for u in sources], dtype=bool)
+        times = np.empty((len(sources), len(targets)))
+        bounds = np.full((len(sources), len(targets)), math.inf)
+        for k in np.flatnonzero(have):  # forward rows: exact
+            times[k] = cached[int(src[k])].times[targets]  # type: ignore[union-attr]
+        limit = max(float(start_s), 1.0) if math.isfinite(start_s) else math.inf
+        rest = src[~have]
+        while True:
+            if math.pi * (limit * self.top_speed) ** 2 >= self.area_m2:
+                limit = math.inf  # even at top speed the disc covers the map: no bound to gain
+            revs = [self._reverse(t, limit) for t in targets]
+            for j, row in enumerate(revs):
+                times[~have, j] = row.times[rest]
+                bounds[~have, j] = row.limit
+            # Always asked, the full search included: the caller reads its verdict on the final times.
+            if enough(times, bounds) or math.isinf(limit):
+                break
+            # Settled share of the network: past a quarter, doubling again costs about a full search.
+            settled = np.count_nonzero(np.isfinite(revs[0].times)) / self.n
+            limit = math.inf if settled >= _FULL_AFTER else 2.0 * max(row.limit for row in revs)
+        where = [[(cached[int(u)], t) if have[k] else (revs[j], int(u)) for j, t in enumerate(targets)]
+                 for k, u in enumerate(sources)]
+        return times, where  # type: ignore[return-value]
+
+    def _distance_fn(self, where: list[list[tuple[_Row, int]]]
+                     ) -> Callable[[Iterable[tuple[int, int]]], np.ndarray]:
+        """``distance(pairs)`` over the rows that answered each (source, target) pair."""
 
         def distance(pairs: Iterable[tuple[int, int]]) -> np.ndarray:
             pairs = list(pairs)
@@ -287,21 +441,28 @@ class _EtaEngine:
                 out[ms] = self.distances(row, [where[pairs[m][0]][pairs[m][1]][1] for m in ms])
             return out
 
-        return times, distance
+        return distance
 
 
 class _Row:
     """One shortest-path tree: travel times between its root and every node, distances on demand."""
 
-    __slots__ = ("times", "pred", "toward_root_is_forward", "dist", "walks")
+    __slots__ = ("times", "pred", "toward_root_is_forward", "dist", "walks", "limit", "slot")
 
-    def __init__(self, times: np.ndarray, pred: np.ndarray, *, toward_root_is_forward: bool) -> None:
+    def __init__(self, times: np.ndarray, pred: np.ndarray, *, toward_root_is_forward: bool,
+                 limit: float = math.inf) -> None:
         self.times = times
         self.pred = pred
+        self.limit = limit  # nodes farther than this (s) were not settled: inf in times, not "no path"
+        self.slot: tuple[int, str, int] | None = None  # its entry in the byte budget, once cached
         # Reverse search (root = target): tree edge v -> pred[v]; forward search (root = source): pred[v] -> v.
         self.toward_root_is_forward = toward_root_is_forward
         self.dist: np.ndarray | None = None  # every node's road distance, once worth computing
         self.walks = 0  # distances answered by walking a path so far
+
+    @property
+    def nbytes(self) -> int:
+        return self.times.nbytes + self.pred.nbytes + (self.dist.nbytes if self.dist is not None else 0)
 
 
 def _padded(a: np.ndarray, b: np.ndarray, length: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -326,9 +487,88 @@ _ENGINES_LOCK = threading.Lock()
 def _forget(key: int) -> None:
     with _ENGINES_LOCK:
         _ENGINES.pop(key, None)
+    _BUDGET.drop_engine(key)
 
 
-def eta_engine(network: Any) -> _EtaEngine:
+class _Budget:
+    """Process-wide byte accounting of every engine's caches: one LRU per cache kind.
+
+    Entries are named ``(engine key, cache, key)``; going over a kind's share of :data:`CACHE_MB`
+    evicts that kind's least recently used entries, from whichever engine holds them. Callers hold
+    ``_CACHE_LOCK``.
+    """
+
+    def __init__(self) -> None:
+        self.lru: dict[str, OrderedDict[tuple[int, str, Hashable], int]] = {c: OrderedDict() for c in CACHE_SHARES}
+        self.used = dict.fromkeys(CACHE_SHARES, 0)
+
+    def charge(self, name: tuple[int, str, Hashable], nbytes: int) -> None:
+        lru = self.lru[name[1]]
+        self.used[name[1]] += nbytes - lru.pop(name, 0)
+        lru[name] = nbytes
+        self.trim(name[1])
+
+    def resize(self, name: tuple[int, str, Hashable], nbytes: int) -> None:
+        if name in self.lru[name[1]]:
+            self.charge(name, nbytes)
+
+    def touch(self, name: tuple[int, str, Hashable]) -> None:
+        lru = self.lru[name[1]]
+        if name in lru:
+            lru.move_to_end(name)
+
+    def trim(self, cache: str) -> None:
+        lru, cap = self.lru[cache], _budget_bytes(cache)
+        while self.used[cache] > cap and lru:
+            (engine_key, _, key), nbytes = lru.popitem(last=False)
+            self.used[cache] -= nbytes
+            engine = _ENGINES.get(engine_key)
+            if engine is not None:
+                getattr(engine, cache).pop(key, None)
+
+    def drop_engine(self, engine_key: int) -> None:
+        with _CACHE_LOCK:
+            for cache, lru in self.lru.items():
+                for name in [n for n in lru if n[0] == engine_key]:
+                    self.used[cache] -= lru.pop(name)
+
+    def clear(self) -> None:
+        with _CACHE_LOCK:
+            for cache in self.lru:
+                self.lru[cache].clear()
+                self.used[cache] = 0
+
+
+_CACHE_LOCK = threading.RLock()
+_BUDGET = _Budget()
+
+
+def _budget_bytes(cache: str) -> int:
+    return int(CACHE_MB * 1024 * 1024 * CACHE_SHARES[cache])
+
+
+def set_cache_mb(mb: float) -> None:
+    """Set :data:`CACHE_MB`, the bytes (in MB) every ETA cache of the process may hold together.
+
+    Takes effect at once: caches over their new share are trimmed, least recently used first.
+    """
+    global CACHE_MB
+    if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not math.isfinite(mb) or mb < 0:
+        raise InvalidInput(f"cache size must be a non-negative number of MB, got {mb!r}", field="cache_mb")
+    with _CACHE_LOCK:
+        CACHE_MB = float(mb)
+        for cache in CACHE_SHARES:
+            _BUDGET.trim(cache)
+
+
+def cache_usage() -> dict[str, dict[str, int]]:
+    """Bytes and entries each ETA cache holds now, process-wide, and its bound (``limit``)."""
+    with _CACHE_LOCK:
+        return {c: {"bytes": _BUDGET.used[c], "entries": len(_BUDGET.lru[c]), "limit": _budget_bytes(c)}
+                for c in CACHE_SHARES}
+
+
+def eta_engine(network: RoadNetwork) -> _EtaEngine:
     """The cached ETA engine of a network.
 
     Keyed by the travel-time matrix, so the profile twins of ``with_profile`` that share travel times
@@ -345,7 +585,7 @@ def eta_engine(network: Any) -> _EtaEngine:
     return engine
 
 
-def warm_up(teams: Sequence[TeamState], *, network: Any) -> int:
+def warm_up(teams: Sequence[TeamState], *, network: RoadNetwork) -> int:
     """Cache a forward search row for every node where a dispatchable team joins the network.
 
     Worth it before a batch with more calls than distinct team positions: every following
@@ -356,7 +596,8 @@ def warm_up(teams: Sequence[TeamState], *, network: Any) -> int:
     nodes = sorted({int(x) for snap in engine.snap_teams(network, ready) if not isinstance(snap, InvalidInput)
                     for x in network.snap_exits(snap)[0]})
     with engine.lock:
-        missing = [u for u in nodes if u not in engine.rows][:_ROW_CACHE]
+        room = _budget_bytes("rows") // engine.row_bytes()
+        missing = [u for u in nodes if u not in engine.rows][:room]
     if missing:
         engine._fill(network, missing)
     return len(missing)
@@ -366,5 +607,6 @@ def clear_caches() -> None:
     """Drop every cached search row and snap (for benchmarks that measure a cold start)."""
     with _ENGINES_LOCK:
         _ENGINES.clear()
+    _BUDGET.clear()
 
 
