@@ -15,6 +15,7 @@ import base64
 import importlib
 import mimetypes
 import re
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -65,7 +66,11 @@ _CSS_URL = re.compile(r"url\(\s*(['\"]?)([^'\")]+)\1\s*\)")
 def _data_dir(package: str) -> Path:
     module = importlib.import_module(package)
     base = getattr(module, "BASE_DIR", None)  # XStatic packages name their data directory
-    return Path(base) if base else Path(module.__file__).resolve().parent
+    if base:
+        return Path(base)
+    if module.__file__ is None:  # a namespace package: no directory to read assets from
+        raise ValueError(f"{package} has no data directory")
+    return Path(module.__file__).resolve().parent
 
 
 def asset_path(name: str) -> Path:
@@ -154,7 +159,7 @@ def _local_links(links: list[tuple[str, str]], owner: str) -> list[tuple[str, st
     return out
 
 
-def _walk(element: Element):
+def _walk(element: Element) -> Iterator[Element]:
     yield element
     for child in list(element._children.values()):
         yield from _walk(child)

@@ -19,17 +19,21 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import folium
 import numpy as np
 import shapely
-from branca.element import Element, MacroElement
+from branca.element import Element, Figure, MacroElement
 from folium.map import Layer
 from folium.template import Template
 
 from maps.assets import make_offline, remote_references
 from routing.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from routing.network import RoadNetwork
+    from routing.places import Places
 
 __all__ = [
     "OSM_ATTRIBUTION",
@@ -324,7 +328,7 @@ def RoadLayer(classes: Mapping[str, list[list[list[float]]]], name: str = "Road 
     return LinesLayer(classes, ROAD_STYLES, name=name, show=show)
 
 
-def road_polylines(net: Any, *, digits: int = 5) -> dict[str, list[list[list[float]]]]:
+def road_polylines(network: RoadNetwork, *, digits: int = 5) -> dict[str, list[list[list[float]]]]:
     """The network's streets as polylines per road class (``major``/``medium``/``minor``, or ``road``).
 
     Each two-way street appears once; chains of segments through nodes of degree two are merged into
@@ -332,45 +336,45 @@ def road_polylines(net: Any, *, digits: int = 5) -> dict[str, list[list[list[flo
 
     Parameters
     ----------
-    net
+    network
         A ``RoadNetwork`` (uses ``edges``, ``lon``, ``lat`` and, when present, ``edge_highway``).
     digits
         Decimal places kept in coordinates (5 is about a metre).
     """
-    src, _ = net.edges
-    highway = getattr(net, "edge_highway", None)
+    src, _ = network.edges
+    highway = getattr(network, "edge_highway", None)
     if highway is None:  # a network without road classes: one uniform style
         cls = np.full(len(src), "road", dtype=object)
     else:
         hw = np.asarray([str(h).split(",")[0].strip("[]' ") for h in highway], dtype=object)
         cls = np.where(np.isin(hw, list(_MAJOR)), "major", np.where(np.isin(hw, list(_MEDIUM)), "medium", "minor"))
     # Drawn in this order: arterials on top.
-    return polylines_by_class(net, cls, ("minor", "road", "medium", "major"), digits=digits)
+    return polylines_by_class(network, cls, ("minor", "road", "medium", "major"), digits=digits)
 
 
-def polylines_by_class(net: Any, edge_class: np.ndarray, order: Sequence[Any], *,
+def polylines_by_class(network: RoadNetwork, edge_class: np.ndarray, order: Sequence[Any], *,
                        digits: int = 5) -> dict[Any, list[list[list[float]]]]:
     """Streets grouped by a class given per edge (road type, travel-time band...), as merged polylines.
 
     Parameters
     ----------
-    net
+    network
         A ``RoadNetwork`` (``edges``, ``lon``, ``lat``).
     edge_class
-        One class per edge, in the order of ``net.edges``; edges whose class is not in ``order`` are left
+        One class per edge, in the order of ``network.edges``; edges whose class is not in ``order`` are left
         out.
     order
         The classes wanted, in drawing order.
     digits
         Decimal places kept in coordinates.
     """
-    src, dst = net.edges
+    src, dst = network.edges
     src = np.asarray(src)
     dst = np.asarray(dst)
     edge_class = np.asarray(edge_class, dtype=object)
     lo, hi = np.minimum(src, dst), np.maximum(src, dst)
-    lon = np.round(np.asarray(net.lon, dtype=float), digits)
-    lat = np.round(np.asarray(net.lat, dtype=float), digits)
+    lon = np.round(np.asarray(network.lon, dtype=float), digits)
+    lat = np.round(np.asarray(network.lat, dtype=float), digits)
     out: dict[Any, list[list[list[float]]]] = {}
     for name in order:
         mask = edge_class == name
@@ -582,7 +586,7 @@ def new_map(
         control_scale=True,
         zoom_snap=0.25,  # fit the city to the screen instead of the next whole zoom level out
     )
-    m.get_root().header.add_child(Element(_CSS), name="cd-style")
+    cast(Figure, m.get_root()).header.add_child(Element(_CSS), name="cd-style")  # a Map's root is its Figure
     _Panes().add_to(m)
     if not offline:
         folium.TileLayer("OpenStreetMap", name="OpenStreetMap (online tiles)", attr=OSM_ATTRIBUTION).add_to(m)
@@ -595,18 +599,20 @@ def new_map(
     _ZoomControl().add_to(m)
     pad_lat = max((lat_max - lat_min) * 0.04, 0.002)
     pad_lon = max((lon_max - lon_min) * 0.04, 0.002)
-    extra = {}
+    top_left: tuple[float, float] | None = None
+    bottom_right: tuple[float, float] | None = None
     if padding is not None:
         left, top, right, bottom = padding
-        extra = {"padding_top_left": (left, top), "padding_bottom_right": (right, bottom)}
-    m.fit_bounds([[lat_min - pad_lat, lon_min - pad_lon], [lat_max + pad_lat, lon_max + pad_lon]], **extra)
+        top_left, bottom_right = (left, top), (right, bottom)
+    m.fit_bounds([[lat_min - pad_lat, lon_min - pad_lon], [lat_max + pad_lat, lon_max + pad_lon]],
+                 padding_top_left=top_left, padding_bottom_right=bottom_right)
     return m
 
 
 def add_city_base(
     m: folium.Map,
-    places: Any | None,
-    net: Any | None,
+    places: Places | None,
+    network: RoadNetwork | None,
     *,
     offline: bool,
     districts: bool = True,
@@ -622,7 +628,7 @@ def add_city_base(
         The map.
     places
         ``routing.places.Places`` (``neighborhoods``, ``districts``) or None.
-    net
+    network
         ``RoadNetwork`` for the offline street base, or None.
     offline
         Whether the map has no tiles.
@@ -649,8 +655,8 @@ def add_city_base(
             show=True,
             pane="cd-land",
         ).add_to(m)
-    if offline and net is not None:
-        RoadLayer(road_polylines(net), name="Road network").add_to(m)
+    if offline and network is not None:
+        RoadLayer(road_polylines(network), name="Road network").add_to(m)
     if districts and places is not None and getattr(places, "districts", None):
         feats = [
             {"type": "Feature", "properties": {"district": name}, "geometry": geojson_of(geom)}

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import folium
 import numpy as np
 
 from maps import base, layers
 from maps.style import GAP_COLORS, SHARE_COLORS, SITE_KIND_COLORS, TYPE_CODES, TYPE_COLORS, TYPE_LABELS
+
+if TYPE_CHECKING:
+    from routing.coverage import CoverageResult
+    from routing.demand import DemandSurface
+    from routing.network import RoadNetwork
+    from routing.places import Places
 
 __all__ = ["coverage_map", "coverage_bands"]
 
@@ -54,11 +60,11 @@ def _minutes(seconds: float | None) -> str:
 
 
 def coverage_map(
-    result: Any,
+    result: CoverageResult,
     *,
-    network: Any,
-    places: Any | None = None,
-    demand: Any | None = None,
+    network: RoadNetwork,
+    places: Places | None = None,
+    demand: DemandSurface | None = None,
     offline: bool = False,
     title: str | None = None,
 ) -> folium.Map:
@@ -147,7 +153,7 @@ def coverage_map(
     return base.finish_map(m, offline=offline)
 
 
-def _add_responders(m: folium.Map, result: Any) -> int:
+def _add_responders(m: folium.Map, result: CoverageResult) -> int:
     points = list(result.responder_points)
     if not points:
         return 0
@@ -172,7 +178,7 @@ def _add_responders(m: folium.Map, result: Any) -> int:
     return len(points)
 
 
-def _gaps_panel(result: Any) -> str:
+def _gaps_panel(result: CoverageResult) -> str:
     gaps = list(result.gaps)[:_GAPS_LISTED]
     if not gaps:
         body = "<p><b>No gap:</b> every expected call is reached in time.</p>"

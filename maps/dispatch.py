@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import folium
 
@@ -21,6 +21,13 @@ from maps.style import (
     rank_color,
     value_of,
 )
+
+if TYPE_CHECKING:
+    from routing.dispatch import Ineligible, Suggestion, SuggestionResult
+    from routing.fleet import TeamState
+    from routing.network import RoadNetwork, Route
+    from routing.places import Places
+    from routing.triage import Call
 
 __all__ = ["dispatch_map", "REASON_LABELS"]
 
@@ -53,7 +60,7 @@ def _call_icon(text: str = "!") -> folium.DivIcon:
     return folium.DivIcon(html=html_text, icon_size=(30, 30), icon_anchor=(15, 36), class_name="cd-icon")
 
 
-def _call_rows(call: Any) -> list[tuple[str, str]]:
+def _call_rows(call: Call) -> list[tuple[str, str]]:
     flags = [name.replace("_", " ") for name in ("mental_health", "safety_risk", "weapon", "needs_transport")
              if getattr(call, name, False)]
     where = ", ".join(x for x in (call.neighborhood, f"district {call.district}" if call.district else None) if x)
@@ -66,7 +73,7 @@ def _call_rows(call: Any) -> list[tuple[str, str]]:
     ]
 
 
-def _route_layers(route: Any) -> tuple[list[list[float]], list[list[list[float]]]]:
+def _route_layers(route: Route) -> tuple[list[list[float]], list[list[list[float]]]]:
     """Split a route's path (lon/lat) into the street part and the off-street legs, as (lat, lon)."""
     pts = [[lat, lon] for lon, lat in route.path]
     if len(pts) < 3:  # no street part: both points snap to one node
@@ -77,11 +84,11 @@ def _route_layers(route: Any) -> tuple[list[list[float]], list[list[list[float]]
 
 
 def dispatch_map(
-    results: Any,
+    results: SuggestionResult | Sequence[SuggestionResult],
     *,
-    network: Any,
-    teams: Sequence[Any] | None = None,
-    places: Any | None = None,
+    network: RoadNetwork,
+    teams: Sequence[TeamState] | None = None,
+    places: Places | None = None,
     offline: bool = False,
     routes: int | None = None,
     title: str | None = None,
@@ -118,7 +125,7 @@ def dispatch_map(
     folium.Map
         Finished (layer control added; assets inlined when offline).
     """
-    many = list(results) if isinstance(results, (list, tuple)) else [results]
+    many = list(results) if isinstance(results, Sequence) else [results]
     if not many:
         raise ValueError("dispatch map needs at least one suggestion result")
     if routes is None:
@@ -175,8 +182,8 @@ def dispatch_map(
     return base.finish_map(m, offline=offline)
 
 
-def _many_calls(results: Sequence[Any], *, network: Any, places: Any | None, offline: bool, routes: int,
-                title: str | None, now: datetime | None) -> folium.Map:
+def _many_calls(results: Sequence[SuggestionResult], *, network: RoadNetwork, places: Places | None, offline: bool,
+                routes: int, title: str | None, now: datetime | None) -> folium.Map:
     """Several calls: a numbered pin per call, its ranked teams and best routes, one layer per call."""
     plans = []
     for r in results:
@@ -248,7 +255,8 @@ def _many_calls(results: Sequence[Any], *, network: Any, places: Any | None, off
     return base.finish_map(m, offline=offline)
 
 
-def _ineligible_positions(result: Any, teams: Sequence[Any] | None) -> list[tuple[Any, float, float]]:
+def _ineligible_positions(result: SuggestionResult, teams: Sequence[TeamState] | None
+                          ) -> list[tuple[Ineligible, float, float]]:
     """(Ineligible, lat, lon) for each team not suggested whose position is known."""
     where: dict[str, tuple[float, float]] = {}
     if teams is not None:
@@ -261,7 +269,7 @@ def _ineligible_positions(result: Any, teams: Sequence[Any] | None) -> list[tupl
     return [(i, *where[i.team_id]) for i in result.ineligible if i.team_id in where]
 
 
-def _add_routes(m: folium.Map, drawn: Sequence[Any], route_objs: Sequence[Any]) -> None:
+def _add_routes(m: folium.Map, drawn: Sequence[Suggestion], route_objs: Sequence[Route]) -> None:
     if not drawn:
         return
     group = folium.FeatureGroup(name=f"Routes of the {len(drawn)} fastest", show=True)
@@ -280,7 +288,7 @@ def _add_routes(m: folium.Map, drawn: Sequence[Any], route_objs: Sequence[Any]) 
     group.add_to(m)
 
 
-def _suggestion_rows(s: Any, result: Any) -> list[tuple[str, str]]:
+def _suggestion_rows(s: Suggestion, result: SuggestionResult) -> list[tuple[str, str]]:
     ttype = value_of(s.team_type)
     age = base.fmt_age(s.position_age_s)
     position = f"STALE: reported {age} (older than {result.stale_after_s / 60:.0f} min)" if s.stale \
@@ -295,7 +303,7 @@ def _suggestion_rows(s: Any, result: Any) -> list[tuple[str, str]]:
     ]
 
 
-def _add_suggestions(m: folium.Map, suggestions: Sequence[Any], result: Any) -> None:
+def _add_suggestions(m: folium.Map, suggestions: Sequence[Suggestion], result: SuggestionResult) -> None:
     group = folium.FeatureGroup(name=f"Suggested teams ({len(suggestions)})", show=True)
     offsets = spread_offsets([(s.lat, s.lon) for s in suggestions])
     for s, off in zip(suggestions, offsets, strict=True):
@@ -316,7 +324,7 @@ def _add_suggestions(m: folium.Map, suggestions: Sequence[Any], result: Any) -> 
     group.add_to(m)
 
 
-def _add_ineligible(m: folium.Map, others: Sequence[tuple[Any, float, float]]) -> None:
+def _add_ineligible(m: folium.Map, others: Sequence[tuple[Ineligible, float, float]]) -> None:
     if not others:
         return
     group = folium.FeatureGroup(name=f"Not suggested ({len(others)})", show=True)
@@ -337,7 +345,7 @@ def _add_ineligible(m: folium.Map, others: Sequence[tuple[Any, float, float]]) -
     group.add_to(m)
 
 
-def _legend(result: Any, n_routes: int) -> list[base.LegendSection]:
+def _legend(result: SuggestionResult, n_routes: int) -> list[base.LegendSection]:
     n = len(result.suggestions)
     ranks = [base.LegendItem(f"#{k} " + ("fastest" if k == 1 else "next fastest"), rank_color(k), kind="badge",
                              text=str(k)) for k in range(1, min(n, 4) + 1)]
@@ -361,7 +369,7 @@ def _legend(result: Any, n_routes: int) -> list[base.LegendSection]:
     ]
 
 
-def _panel(result: Any, others: Sequence[tuple[Any, float, float]]) -> str:
+def _panel(result: SuggestionResult, others: Sequence[tuple[Ineligible, float, float]]) -> str:
     rows = []
     for s in result.suggestions:
         sw = base.raw(base.badge_html(str(s.rank), rank_color(s.rank), size=18))

@@ -6,7 +6,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import folium
@@ -24,6 +24,11 @@ from maps.style import (
     TYPE_LABELS,
     value_of,
 )
+
+if TYPE_CHECKING:
+    from routing.fleet import Team, TeamState
+    from routing.network import RoadNetwork
+    from routing.places import Places
 
 __all__ = ["fleet_map", "spread_offsets", "local_time_label"]
 
@@ -99,10 +104,10 @@ def _area_label(names: Sequence[str]) -> str:
 
 
 def fleet_map(
-    states: Sequence[Any],
+    states: Sequence[TeamState],
     *,
-    places: Any | None = None,
-    net: Any | None = None,
+    places: Places | None = None,
+    network: RoadNetwork | None = None,
     now: datetime | None = None,
     offline: bool = False,
     stale_after_s: float | None = None,
@@ -116,7 +121,7 @@ def fleet_map(
         ``routing.fleet.TeamState`` objects (``team``, ``status``, ``lat``, ``lon``, ``position_time``).
     places
         ``routing.places.Places`` for neighborhoods, service areas and candidate sites (optional).
-    net
+    network
         ``RoadNetwork``: the street base of an offline map and the map's extent (optional).
     now
         Reference time for "position reported N min ago" (default: the current time).
@@ -136,10 +141,11 @@ def fleet_map(
     states = list(states)
     lats = [s.lat for s in states]
     lons = [s.lon for s in states]
-    if net is not None:
-        bounds = net.bbox
-    elif places is not None and getattr(places, "boundary", None) is not None:
-        bounds = tuple(places.boundary.bounds)
+    boundary = getattr(places, "boundary", None)  # None without places
+    if network is not None:
+        bounds = network.bbox
+    elif boundary is not None:
+        bounds = tuple(boundary.bounds)
     elif states:
         bounds = (min(lons), min(lats), max(lons), max(lats))
     else:
@@ -149,7 +155,7 @@ def fleet_map(
     subtitle = (f"{len(states)} teams, <b>{n_disp} dispatchable</b> &middot; as of "
                 f"{base.esc(local_time_label(now))}")
     m = base.new_map(bounds, offline=offline, title=title, subtitle=subtitle)
-    base.add_city_base(m, places, net, offline=offline)
+    base.add_city_base(m, places, network, offline=offline)
 
     _add_service_areas(m, states, places)
     _add_sites(m, states, places)
@@ -161,10 +167,10 @@ def fleet_map(
     return base.finish_map(m, offline=offline)
 
 
-def _add_service_areas(m: folium.Map, states: Sequence[Any], places: Any | None) -> None:
+def _add_service_areas(m: folium.Map, states: Sequence[TeamState], places: Places | None) -> None:
     if places is None:
         return
-    areas: dict[tuple[str, ...], list[Any]] = defaultdict(list)
+    areas: dict[tuple[str, ...], list[Team]] = defaultdict(list)
     for s in states:
         if s.team.service_area:
             areas[tuple(s.team.service_area)].append(s.team)
@@ -207,7 +213,7 @@ def _add_service_areas(m: folium.Map, states: Sequence[Any], places: Any | None)
         group.add_to(m)
 
 
-def _add_sites(m: folium.Map, states: Sequence[Any], places: Any | None) -> None:
+def _add_sites(m: folium.Map, states: Sequence[TeamState], places: Places | None) -> None:
     bases: dict[tuple[str, float, float], list[str]] = defaultdict(list)
     for s in states:
         t = s.team
@@ -234,7 +240,7 @@ def _add_sites(m: folium.Map, states: Sequence[Any], places: Any | None) -> None
     cand.add_to(m)
 
 
-def _add_teams(m: folium.Map, states: Sequence[Any], now: datetime, stale_after_s: float | None) -> int:
+def _add_teams(m: folium.Map, states: Sequence[TeamState], now: datetime, stale_after_s: float | None) -> int:
     offsets = spread_offsets([(s.lat, s.lon) for s in states])
     by_type: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(states):
@@ -254,7 +260,7 @@ def _add_teams(m: folium.Map, states: Sequence[Any], now: datetime, stale_after_
             stale = stale_after_s is not None and age > stale_after_s
             n_stale += stale
             position = base.fmt_age(age)
-            if stale:
+            if stale and stale_after_s is not None:
                 position = f"STALE: reported {position} (older than {stale_after_s / 60:.0f} min)"
             rows = [
                 ("Team", t.team_id),
@@ -264,8 +270,9 @@ def _add_teams(m: folium.Map, states: Sequence[Any], now: datetime, stale_after_
                 ("Base", t.base_name),
                 ("Serves", ("mental-health calls only, " if t.dedicated else "") + _area_label(t.service_area)),
             ]
-            if getattr(t, "shift", None) is not None:
-                rows.append(("Shift", t.shift.label()))
+            shift = getattr(t, "shift", None)
+            if shift is not None:
+                rows.append(("Shift", shift.label()))
             folium.Marker(
                 [s.lat, s.lon],
                 icon=team_badge(TYPE_CODES.get(ttype, ttype[:3].upper()), STATUS_COLORS.get(status, "#555"),
@@ -305,7 +312,7 @@ def _legend_sections(statuses: Counter[str], n_stale: int | None,
     ]
 
 
-def _summary_table(states: Sequence[Any]) -> str:
+def _summary_table(states: Sequence[TeamState]) -> str:
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for s in states:
         counts[value_of(s.team.team_type)][value_of(s.status)] += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import folium
 import numpy as np
@@ -13,6 +13,11 @@ from folium.plugins import HeatMap
 
 from maps import base
 from maps.style import ETA_BAND_COLORS, ETA_BANDS_MIN, HEAT_COLORS
+
+if TYPE_CHECKING:
+    import shapely
+
+    from routing.network import RoadNetwork
 
 __all__ = [
     "band_labels",
@@ -40,7 +45,7 @@ def _num(x: float) -> str:
 
 def add_eta_streets(
     m: folium.Map,
-    net: Any,
+    network: RoadNetwork,
     times_s: np.ndarray,
     *,
     name: str,
@@ -57,7 +62,7 @@ def add_eta_streets(
     ----------
     m
         The map.
-    net
+    network
         ``RoadNetwork`` (``edges``, ``lon``, ``lat``).
     times_s
         Seconds per node (shape ``(n_nodes,)``), e.g. from the nearest team of a type.
@@ -71,16 +76,16 @@ def add_eta_streets(
         Shown on opening.
     """
     times = np.asarray(times_s, dtype=float)
-    if times.shape != (len(net.lat),):
-        raise ValueError(f"times must have one value per node ({len(net.lat)}), got shape {times.shape}")
+    if times.shape != (len(network.lat),):
+        raise ValueError(f"times must have one value per node ({len(network.lat)}), got shape {times.shape}")
     if len(colors) != len(bands_min) + 1:
         raise ValueError("need one colour per band plus one beyond the last edge")
-    src, dst = net.edges
+    src, dst = network.edges
     edge_t = np.maximum(times[np.asarray(src)], times[np.asarray(dst)])
     band = np.searchsorted(np.asarray(bands_min, float) * 60.0, edge_t, side="left").astype(object)
     band[~np.isfinite(edge_t)] = None
     order = list(range(len(bands_min), -1, -1))  # slowest first, so the quick streets are drawn on top
-    classes = base.polylines_by_class(net, band, order)
+    classes = base.polylines_by_class(network, band, order)
     styles = {k: {"color": colors[k], "weight": 2.2 if k < len(bands_min) else 1.4, "opacity": 0.95}
               for k in order}
     layer = base.LinesLayer({str(k): v for k, v in classes.items()}, {str(k): v for k, v in styles.items()},
@@ -106,7 +111,7 @@ def step_colors(values: Sequence[float], edges: Sequence[float], colors: Sequenc
 
 def add_choropleth(
     m: folium.Map,
-    geoms: Mapping[str, Any],
+    geoms: Mapping[str, shapely.Geometry],
     values: Mapping[str, float],
     *,
     name: str,
@@ -169,10 +174,11 @@ def scale_legend(title: str, edges: Sequence[float], colors: Sequence[str],
                  no_data: bool = False) -> base.LegendSection:
     """Legend section for a stepped scale: one swatch per step with its range."""
     items = []
-    lows = [None, *edges]
-    highs = [*edges, None]
+    lows: list[float | None] = [None, *edges]
+    highs: list[float | None] = [*edges, None]
     for lo, hi, c in zip(lows, highs, colors, strict=True):
         if lo is None:
+            assert hi is not None  # one colour more than edges: the first step has an upper edge
             label = f"below {fmt(hi)}"
         elif hi is None:
             label = f"{fmt(lo)} or more"
@@ -184,8 +190,9 @@ def scale_legend(title: str, edges: Sequence[float], colors: Sequence[str],
     return base.LegendSection(title, items, note=note)
 
 
-def add_heat(m: folium.Map, lats: Sequence[float], lons: Sequence[float], weights: Sequence[float] | None = None,
-             *, name: str, show: bool = True, radius: int = 14) -> HeatMap:
+def add_heat(m: folium.Map, lats: Sequence[float] | np.ndarray, lons: Sequence[float] | np.ndarray,
+             weights: Sequence[float] | np.ndarray | None = None, *, name: str, show: bool = True, radius: int = 14
+             ) -> HeatMap:
     """Demand as a heat layer (weights scaled to 0-1 so the colours mean "share of the busiest spot")."""
     w = np.ones(len(lats)) if weights is None else np.asarray(weights, dtype=float)
     if len(w) != len(lats) or len(lats) != len(lons):
@@ -206,7 +213,7 @@ def heat_legend(title: str, note: str | None = None) -> base.LegendSection:
                                            ("more", HEAT_COLORS[3])], note=note)
 
 
-def add_outline(m: folium.Map | folium.FeatureGroup, geom: Any, *, color: str, tooltip: str | None = None,
+def add_outline(m: folium.Map | folium.FeatureGroup, geom: shapely.Geometry, *, color: str, tooltip: str | None = None,
                 weight: float = 2.5, dash: str | None = None, fill_opacity: float = 0.0) -> folium.GeoJson:
     """Outline of an area (a reach within T minutes, a service area) in the areas pane."""
     layer = folium.GeoJson(

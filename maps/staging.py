@@ -4,12 +4,18 @@ the standard, the demand each serves, and where coverage is gained or lost."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import folium
 import numpy as np
 
 from maps import base, layers
+
+if TYPE_CHECKING:
+    from routing.demand import DemandSurface
+    from routing.network import RoadNetwork
+    from routing.places import Places
+    from routing.staging import StagedSite, StagingComparison, StagingPlan, StagingProblem
 
 __all__ = ["staging_map", "MODEL_LABELS", "CATCHMENT_COLORS"]
 
@@ -31,12 +37,12 @@ def _site_color(k: int) -> str:
 
 
 def staging_map(
-    plan: Any,
+    plan: StagingPlan,
     *,
-    network: Any,
-    places: Any | None = None,
-    problem: Any | None = None,
-    demand: Any | None = None,
+    network: RoadNetwork,
+    places: Places | None = None,
+    problem: StagingProblem | None = None,
+    demand: DemandSurface | None = None,
     offline: bool = False,
     reach_outlines: bool = False,
     title: str | None = None,
@@ -151,7 +157,7 @@ def staging_map(
     return base.finish_map(m, offline=offline)
 
 
-def _site_times(plan: Any, problem: Any | None, network: Any) -> np.ndarray | None:
+def _site_times(plan: StagingPlan, problem: StagingProblem | None, network: RoadNetwork) -> np.ndarray | None:
     """Node x proposed-site travel times (s) from the solved problem, or None without it."""
     if problem is None or not plan.sites:
         return None
@@ -162,7 +168,8 @@ def _site_times(plan: Any, problem: Any | None, network: Any) -> np.ndarray | No
     return times
 
 
-def _add_change(m: folium.Map, network: Any, c: Any, eta: np.ndarray, limit: float, t: float) -> None:
+def _add_change(m: folium.Map, network: RoadNetwork, c: StagingComparison, eta: np.ndarray, limit: float,
+                t: float) -> None:
     from routing.coverage import Responder, eta_surface
 
     today_eta, _, _ = eta_surface(network, [Responder(s["id"], s["lat"], s["lon"]) for s in c.today_sites])
@@ -180,7 +187,7 @@ def _add_change(m: folium.Map, network: Any, c: Any, eta: np.ndarray, limit: flo
                     name=f"Streets: change against today, within {t:g} min", show=False).add_to(m)
 
 
-def _add_today(m: folium.Map, c: Any) -> None:
+def _add_today(m: folium.Map, c: StagingComparison | None) -> None:
     if c is None or not c.today_sites:
         return
     group = folium.FeatureGroup(name=f"Today's staging sites ({len(c.today_sites)})", show=True)
@@ -195,7 +202,7 @@ def _add_today(m: folium.Map, c: Any) -> None:
     group.add_to(m)
 
 
-def _add_proposed(m: folium.Map, sites: list[Any], t: float, coloured: bool) -> None:
+def _add_proposed(m: folium.Map, sites: list[StagedSite], t: float, coloured: bool) -> None:
     group = folium.FeatureGroup(name=f"Proposed sites ({len(sites)})", show=True)
     top = max((s.demand_served for s in sites), default=1.0) or 1.0
     for k, s in enumerate(sites):
@@ -220,7 +227,7 @@ def _add_proposed(m: folium.Map, sites: list[Any], t: float, coloured: bool) -> 
     group.add_to(m)
 
 
-def _panel(plan: Any) -> str:
+def _panel(plan: StagingPlan) -> str:
     rows = []
     for k, s in enumerate(plan.sites):
         sw = base.raw(base.badge_html(str(k + 1), _site_color(k), size=18, border="#222222", border_width=1))
@@ -229,10 +236,10 @@ def _panel(plan: Any) -> str:
                            numeric=(3, 4))
     c = plan.comparison
     if c is not None and c.same_count is not None:
-        s = c.same_count
-        body += (f"<p style='margin:6px 0 0 0;white-space:normal'>With today's number of sites ({s['p']}) placed "
-                 f"for the most coverage: {s['covered_share']:.0%} ({s['extra_covered_demand']:+,.0f} calls a year "
-                 "against today).</p>")
+        same = c.same_count
+        body += (f"<p style='margin:6px 0 0 0;white-space:normal'>With today's number of sites ({same['p']}) placed "
+                 f"for the most coverage: {same['covered_share']:.0%} ({same['extra_covered_demand']:+,.0f} calls "
+                 "a year against today).</p>")
     if plan.skipped_candidates:
         body += (f"<p style='color:#666'>{len(plan.skipped_candidates)} candidate sites off the road network "
                  "were left out.</p>")

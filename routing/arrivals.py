@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -28,6 +28,10 @@ import numpy as np
 from routing.errors import InvalidInput
 from routing.fleet import DEFAULT_TIMEZONE
 from routing.triage import Call, calls_from_records
+
+if TYPE_CHECKING:
+    from routing.network import RoadNetwork
+    from routing.places import Places
 
 TZ = ZoneInfo(DEFAULT_TIMEZONE)
 DAY_S = 86_400.0
@@ -131,10 +135,10 @@ class ArrivalModel:
                                 for k, v in self.streams.items()}}
 
 
-_MODEL_CACHE: dict[tuple[Any, ...], tuple[Any, Any, ArrivalModel]] = {}
+_MODEL_CACHE: dict[tuple[Any, ...], tuple[RoadNetwork, Places, ArrivalModel]] = {}
 
 
-def load_arrival_model(data_dir: str | os.PathLike[str], *, network: Any, places: Any,
+def load_arrival_model(data_dir: str | os.PathLike[str], *, network: RoadNetwork, places: Places,
                        bandwidth_m: float | None = None) -> ArrivalModel:
     """The arrival model: demand surfaces and hour-of-day profiles from :mod:`routing.demand`.
 
@@ -164,7 +168,7 @@ def load_arrival_model(data_dir: str | os.PathLike[str], *, network: Any, places
     hit = _MODEL_CACHE.get(key)
     if hit is not None and hit[0] is network and hit[1] is places:
         return hit[2]
-    kw = {} if bandwidth_m is None else {"bandwidth_m": bandwidth_m}
+    kw: dict[str, Any] = {} if bandwidth_m is None else {"bandwidth_m": bandwidth_m}
     streams: dict[str, dict[str, Any]] = {}
     used: set[int] = set()
     descriptions = []
@@ -263,11 +267,11 @@ def generate_calls(model: ArrivalModel, mix: CallMix | None = None, *, start: da
     calls = []
     for n, idx in enumerate(order.tolist(), start=1):
         name = names[s_all[idx]]
-        node = int(n_all[idx])
+        at = int(n_all[idx])
         flags = _flags(name, mix, *u[n - 1])
-        calls.append(Call(f"sim-{n:06d}", start + timedelta(seconds=float(t_all[idx])), float(model.node_lat[node]),
-                          float(model.node_lon[node]), neighborhood=model.streams[name]["neighborhoods"][b_all[idx]],
-                          district=model.node_district.get(node), **flags))
+        calls.append(Call(f"sim-{n:06d}", start + timedelta(seconds=float(t_all[idx])), float(model.node_lat[at]),
+                          float(model.node_lon[at]), neighborhood=model.streams[name]["neighborhoods"][b_all[idx]],
+                          district=model.node_district.get(at), **flags))
     return calls
 
 
@@ -308,7 +312,7 @@ class ReplayedCalls:
         return {"source": self.source, "format": self.format, "calls": len(self.calls), "skipped": self.skipped}
 
 
-def read_calls_file(path: str | os.PathLike[str], *, places: Any = None, mix: CallMix | None = None,
+def read_calls_file(path: str | os.PathLike[str], *, places: Places | None = None, mix: CallMix | None = None,
                     seed: int = 0) -> ReplayedCalls:
     """Read timestamped calls to replay.
 
@@ -369,7 +373,7 @@ def read_calls_file(path: str | os.PathLike[str], *, places: Any = None, mix: Ca
     return ReplayedCalls(_locate(calls, places), str(p), "calls-csv")
 
 
-def _read_incidents(rows: list[dict[str, str]], source: str, places: Any, mix: CallMix,
+def _read_incidents(rows: list[dict[str, str]], source: str, places: Places | None, mix: CallMix,
                     seed: int) -> ReplayedCalls:
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
     u = rng.uniform(size=(len(rows), 3))
@@ -386,6 +390,7 @@ def _read_incidents(rows: list[dict[str, str]], source: str, places: Any, mix: C
         if klass is None or not (math.isfinite(lat) and math.isfinite(lon)):
             skipped += 1
             continue
+        flags: dict[str, Any]
         if klass == "suicide_attempt":
             flags = {"mental_health": True, "safety_risk": True, "needs_transport": True, "priority": 1}
         elif klass == "investigate_person":
@@ -411,7 +416,7 @@ def _incident_class(description: str) -> str | None:
     return None
 
 
-def _locate(calls: list[Call], places: Any) -> list[Call]:
+def _locate(calls: list[Call], places: Places | None) -> list[Call]:
     if places is None or not calls:
         return calls
     nb, di = places.locate_many(np.array([c.lat for c in calls]), np.array([c.lon for c in calls]))

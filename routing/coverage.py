@@ -19,11 +19,12 @@ service area (the dedicated co-response cars) covers only nodes inside that area
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -31,6 +32,16 @@ from scipy.sparse.csgraph import dijkstra
 
 from routing.demand import DemandSurface, load_demand, node_areas
 from routing.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    from routing.fleet import Team, TeamState
+    from routing.network import RoadNetwork
+    from routing.places import Places, Site
+    from routing.triage import Rules
 
 _VIRTUAL_EDGE_SHIFT_S = 1.0  # csgraph ignores zero-weight edges; shifted and subtracted afterwards
 MAX_MINUTES = 180.0
@@ -119,7 +130,7 @@ class CoverageResult:
     node_lat: np.ndarray = field(repr=False)
     node_lon: np.ndarray = field(repr=False)
     responder_points: list[Responder] = field(default_factory=list, repr=False)
-    neighborhood_geometry: dict[str, Any] = field(default_factory=dict, repr=False)
+    neighborhood_geometry: dict[str, shapely.Geometry] = field(default_factory=dict, repr=False)
 
     @property
     def standard_s(self) -> float:
@@ -152,6 +163,7 @@ class CoverageResult:
             ``"neighborhood"``: one polygon per neighborhood with its coverage figures;
             ``"node"``: one point per network node with ``eta_s``, ``demand``, ``covered``.
         """
+        features: list[dict[str, Any]]
         if level == "node":
             eta = self.eta_s
             covered = eta <= self.standard_s
@@ -176,11 +188,57 @@ class CoverageResult:
             raise InvalidInput(f"level must be 'neighborhood' or 'node', got {level!r}", field="level")
         return {"type": "FeatureCollection", "features": features}
 
+    def to_frame(self, level: str = "neighborhood") -> pd.DataFrame:
+        """Coverage as a table.
+
+        Parameters
+        ----------
+        level
+            ``"neighborhood"``: one row per neighborhood, the columns of ``to_dict()["neighborhoods"]``
+            (demand in calls a year, ETAs in seconds); ``"node"``: one row per network node with
+            ``node``, ``lat``, ``lon``, ``eta_s`` (``inf`` where unreachable), ``demand``, ``covered``,
+            ``neighborhood``, ``nearest`` (label of the nearest responder).
+
+        Raises
+        ------
+        InvalidInput
+            Another ``level``.
+        """
+        from routing._frames import frame
+
+        if level == "neighborhood":
+            return frame((n.to_dict() for n in self.neighborhoods), _NEIGHBORHOOD_COLUMNS)
+        if level != "node":
+            raise InvalidInput(f"level must be 'neighborhood' or 'node', got {level!r}", field="level")
+        import pandas as pd
+
+        labels = np.array([r.label for r in self.responder_points] + [None], dtype=object)
+        return pd.DataFrame({"node": np.arange(self.eta_s.size), "lat": self.node_lat, "lon": self.node_lon,
+                             "eta_s": self.eta_s, "demand": self.node_weights, "covered": self.eta_s <= self.standard_s,
+                             "neighborhood": self.node_neighborhood, "nearest": labels[self.nearest]})
+
+    def to_gdf(self, level: str = "neighborhood") -> gpd.GeoDataFrame:
+        """:meth:`to_geojson` as a GeoDataFrame, EPSG:4326: neighborhood polygons or node points."""
+        from routing._frames import geo_frame
+
+        return geo_frame(self.to_geojson(level))
+
+    def __repr__(self) -> str:
+        from routing._frames import minutes, share
+
+        return (f"<CoverageResult {self.label}: {share(self.overall_covered_share)} of {self.total_demand:,.0f} "
+                f"calls a year within {self.minutes:g} min, median ETA {minutes(self.median_eta_s)}, "
+                f"{len(self.responders)} responders, {len(self.gaps)} gaps>")
+
+
+_NEIGHBORHOOD_COLUMNS = ("name", "demand", "covered_demand", "uncovered_demand", "covered_share", "median_eta_s",
+                         "p90_eta_s", "nodes")
+
 
 # ============================================================================================ ETA surface
 
 
-def eta_surface(network: Any, responders: Sequence[Responder], places: Any = None
+def eta_surface(network: RoadNetwork, responders: Sequence[Responder], places: Places | None = None
                 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
     """ETA (s) from the nearest responder to every node, honouring service areas.
 
@@ -235,7 +293,7 @@ def eta_surface(network: Any, responders: Sequence[Responder], places: Any = Non
 _MASK_CACHE: dict[tuple[Any, ...], np.ndarray] = {}
 
 
-def _area_mask(network: Any, places: Any, area: tuple[str, ...]) -> np.ndarray:
+def _area_mask(network: RoadNetwork, places: Places, area: tuple[str, ...]) -> np.ndarray:
     """Nodes whose neighborhood or district is in ``area`` (cached: service areas are few)."""
     key = (network.source, network.n_nodes, float(np.sum(network.lat)), id(places), area)
     mask = _MASK_CACHE.get(key)
@@ -246,7 +304,7 @@ def _area_mask(network: Any, places: Any, area: tuple[str, ...]) -> np.ndarray:
     return mask
 
 
-def _multi_source(network: Any, nodes: np.ndarray, offsets_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _multi_source(network: RoadNetwork, nodes: np.ndarray, offsets_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One Dijkstra from a virtual source linked to ``nodes`` with edge weights ``offsets_s``.
 
     Returns the time to every node and the index (into ``nodes``) of the source it is reached from.
@@ -283,7 +341,7 @@ _CODE_CACHE: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
 _CODE_LOCK = threading.Lock()
 
 
-def _neighborhood_codes(network: Any, places: Any) -> tuple[np.ndarray, np.ndarray]:
+def _neighborhood_codes(network: RoadNetwork, places: Places) -> tuple[np.ndarray, np.ndarray]:
     """(names, code per node) with code -1 for nodes in no neighborhood; cached."""
     key = (network.source, network.n_nodes, float(np.sum(network.lat)), id(places))
     with _CODE_LOCK:
@@ -316,7 +374,7 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[fl
     return out
 
 
-def _check_minutes(minutes: Any) -> float:
+def _check_minutes(minutes: object) -> float:
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float, np.integer, np.floating)):
         raise InvalidInput(f"minutes must be a number, got {minutes!r}", field="minutes")
     m = float(minutes)
@@ -325,7 +383,7 @@ def _check_minutes(minutes: Any) -> float:
     return m
 
 
-def coverage(network: Any, places: Any, responders: Sequence[Responder], minutes: float, *,
+def coverage(network: RoadNetwork, places: Places, responders: Sequence[Responder], minutes: float, *,
              demand: DemandSurface | None = None, label: str = "responders",
              excluded: Iterable[dict[str, str]] = ()) -> CoverageResult:
     """Coverage of the demand by ``responders`` within ``minutes``.
@@ -401,7 +459,8 @@ _DEMAND_CACHE: dict[tuple[Any, ...], DemandSurface] = {}
 _DEMAND_LOCK = threading.Lock()
 
 
-def default_demand(network: Any, places: Any, data_dir: Any = None) -> DemandSurface:
+def default_demand(network: RoadNetwork, places: Places | None, data_dir: str | os.PathLike[str] | None = None
+                   ) -> DemandSurface:
     """The default demand surface (:func:`routing.demand.load_demand`), cached per network and places."""
     key = (network.source, network.n_nodes, float(np.sum(network.lat)), id(places), str(data_dir))
     with _DEMAND_LOCK:
@@ -413,7 +472,7 @@ def default_demand(network: Any, places: Any, data_dir: Any = None) -> DemandSur
     return hit
 
 
-def eligible_team_types(rules: Any, *, mental_health: bool = True, safety_risk: bool = False,
+def eligible_team_types(rules: Rules, *, mental_health: bool = True, safety_risk: bool = False,
                         weapon: bool = False, needs_transport: bool = False) -> list[str]:
     """Team types in any tier the rules give a call of this class, first tier first.
 
@@ -433,7 +492,7 @@ def eligible_team_types(rules: Any, *, mental_health: bool = True, safety_risk: 
     return [t.value for t in rules.type_tiers(call)]
 
 
-def fleet_coverage(teams: Sequence[Any], *, network: Any, places: Any, minutes: float,
+def fleet_coverage(teams: Sequence[Team | TeamState], *, network: RoadNetwork, places: Places, minutes: float,
                    team_types: Iterable[str] | str | None = None, demand: DemandSurface | None = None,
                    from_staging: bool = False, at: datetime | None = None, mental_health: bool = True
                    ) -> CoverageResult:
@@ -504,7 +563,7 @@ def fleet_coverage(teams: Sequence[Any], *, network: Any, places: Any, minutes: 
                     excluded=excluded)
 
 
-def site_coverage(sites: Sequence[Any], *, network: Any, places: Any, minutes: float,
+def site_coverage(sites: Sequence[Site], *, network: RoadNetwork, places: Places, minutes: float,
                   demand: DemandSurface | None = None, label: str = "sites") -> CoverageResult:
     """Coverage from staging sites (objects with ``site_id``/``name``, ``lat``, ``lon``), citywide."""
     responders = [Responder(str(getattr(s, "site_id", None) or getattr(s, "name", f"site {k}")),

@@ -43,12 +43,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import shapely
+from typing import TYPE_CHECKING, Any
 
 from routing.errors import CrisisDispatchError
+
+if TYPE_CHECKING:  # imported where used, like pandas and osmnx: `data fetch --help` loads no NumPy
+    import httpx
+    import networkx as nx
+    import numpy as np
+    import pandas as pd
+    import shapely
 
 DEFAULT_PORTAL_URL = "https://data.boston.gov"
 DEFAULT_ARCGIS_URL = "https://bostonopendata-boston.opendata.arcgis.com"
@@ -284,7 +288,7 @@ def _passes(source: Source, path: Path) -> bool:
     return True
 
 
-def _build(source: Source, root: Path, endpoints: Endpoints, client: Any) -> dict[str, Any]:
+def _build(source: Source, root: Path, endpoints: Endpoints, client: httpx.Client) -> dict[str, Any]:
     target = root / source.path
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.kind == "proxy":
@@ -322,7 +326,7 @@ def _entry(source: Source, url: str, target: Path, raw_sha: str | None) -> dict[
 
 # ============================================================================================ HTTP
 
-def resolve_url(source: Source, endpoints: Endpoints, client: Any) -> str:
+def resolve_url(source: Source, endpoints: Endpoints, client: httpx.Client) -> str:
     """The download URL of ``source``: its template filled in, or a CKAN lookup for ``ckan:`` entries."""
     if not source.url.startswith("ckan:"):
         return source.url.format(portal=endpoints.portal, arcgis=endpoints.arcgis, overpass=endpoints.overpass)
@@ -341,7 +345,7 @@ def resolve_url(source: Source, endpoints: Endpoints, client: Any) -> str:
     raise DownloadFailed(f"{source.path}: dataset {dataset!r} at {api} has no {fmt} resource")
 
 
-def _download(client: Any, url: str, root: Path, name: str) -> Path:
+def _download(client: httpx.Client, url: str, root: Path, name: str) -> Path:
     partial = root / _PARTIAL
     partial.mkdir(parents=True, exist_ok=True)
     final = partial / (name.replace("/", "__") + ".download")
@@ -447,6 +451,7 @@ def _boundary_shp_gz(name: str, raw: Path, out: Path) -> None:
     """GeoJSON boundary -> gzipped bare ``.shp`` (the format :func:`routing.network.read_boundary` reads)."""
     import geopandas as gpd
     import pyogrio
+    import shapely
 
     _load_feature_collection(name, raw)
     try:
@@ -502,6 +507,8 @@ def _incidents_2023q1(name: str, raw: Path, out: Path) -> None:
 
 
 def _in_box(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     x0, y0, x1, y1 = GREATER_BOSTON
     with np.errstate(invalid="ignore"):
         return (lon >= x0) & (lon <= x1) & (lat >= y0) & (lat <= y1)
@@ -518,7 +525,9 @@ def mh_class(description: str) -> str | None:
 
 def _derive_proxy(root: Path, out: Path) -> None:
     """The proxy point file: geocoded proxy rows, located in the neighborhood and district polygons."""
+    import numpy as np
     import pandas as pd
+    import shapely
 
     from routing.places import _polygons  # the same make_valid repair the engine applies when it reads them
 
@@ -608,7 +617,8 @@ def _osmnx_settings(overpass_url: str) -> Iterator[Any]:
             setattr(ox.settings, n, v)
 
 
-def download_drive_graph(boundary: shapely.Geometry, overpass_url: str, *, name: str = "network") -> Any:
+def download_drive_graph(boundary: shapely.Geometry, overpass_url: str, *, name: str = "network"
+                         ) -> nx.MultiDiGraph:
     """Boston's osmnx ``drive`` graph (simplified, largest weak component) inside ``boundary`` (lon/lat).
 
     The query polygon is the boundary closed over water narrower than ~500 m and simplified to 10 m. The
@@ -617,6 +627,8 @@ def download_drive_graph(boundary: shapely.Geometry, overpass_url: str, *, name:
     made from Nominatim's polygon which includes the water, keeps them). The full-resolution outline would
     also make an Overpass query of megabytes for the same roads.
     """
+    import numpy as np
+    import shapely
     from pyproj import Transformer
 
     to_metric = Transformer.from_crs("EPSG:4326", "EPSG:26986", always_xy=True)
@@ -642,7 +654,7 @@ def _first_int(value: Any, default: int) -> int:
     return default
 
 
-def write_osmnx_csv(graph: Any, nodes_path: Path, edges_path: Path) -> None:
+def write_osmnx_csv(graph: nx.MultiDiGraph, nodes_path: Path, edges_path: Path) -> None:
     """Write an osmnx graph as the project's CSV export (``maxspeed`` in mph, one edge per (u, v)).
 
     Parallel edges keep the shortest one (the shared export kept whichever came first).
@@ -678,6 +690,9 @@ def write_osmnx_csv(graph: Any, nodes_path: Path, edges_path: Path) -> None:
 
 def check_file(source: Source, path: Path) -> None:
     """Check one output file against its :class:`Source`; raises :class:`DataCheckFailed` naming it."""
+    import numpy as np
+    import shapely
+
     name = source.path
     if source.kind == "layer":
         features = _load_feature_collection(name, path)["features"]
@@ -762,7 +777,7 @@ def check_network(nodes_path: Path, edges_path: Path, *, names: tuple[str, str] 
         raise DataCheckFailed(f"{e_name}: check 'length' failed: missing or negative edge lengths")
 
 
-def _read_frame(name: str, path: Path, columns: tuple[str, ...]) -> Any:
+def _read_frame(name: str, path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     import pandas as pd
 
     try:
@@ -810,6 +825,8 @@ def _check_count(name: str, n: int, expected: tuple[int, int]) -> None:
 
 
 def _check_box(name: str, lon: np.ndarray, lat: np.ndarray) -> None:
+    import numpy as np
+
     lon = np.asarray(lon, dtype=float)
     lat = np.asarray(lat, dtype=float)
     if lon.size == 0:

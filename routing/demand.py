@@ -56,14 +56,24 @@ import io
 import math
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from routing.config import require_data_dir
 from routing.errors import DataMissing, InvalidInput
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import numpy.typing as npt
+    import pandas as pd
+    import shapely
+
+    from routing.network import RoadNetwork
+    from routing.places import Places
 
 PROXY_FILE = "boston-context/incidents_mh_proxy_points.csv.gz"
 DEFAULT_SOURCE = "citywide_2023Q1"
@@ -82,7 +92,7 @@ _AREA_CACHE: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
 _AREA_LOCK = threading.Lock()
 
 
-def node_areas(network: Any, places: Any) -> tuple[np.ndarray, np.ndarray]:
+def node_areas(network: RoadNetwork, places: Places) -> tuple[np.ndarray, np.ndarray]:
     """Neighborhood and police district of every network node (cached per network and places).
 
     Nodes outside every polygon (a few, just beyond the boundary) take the nearest polygon within
@@ -107,7 +117,7 @@ def node_areas(network: Any, places: Any) -> tuple[np.ndarray, np.ndarray]:
     return nbhd, dist
 
 
-def _fill_nearest(names: np.ndarray, lat: np.ndarray, lon: np.ndarray, polygons: dict[str, Any]
+def _fill_nearest(names: np.ndarray, lat: np.ndarray, lon: np.ndarray, polygons: dict[str, shapely.Geometry]
                   ) -> np.ndarray:
     missing = np.flatnonzero(np.array([n is None for n in names], dtype=bool))
     if missing.size == 0 or not polygons:
@@ -211,8 +221,47 @@ class DemandSurface:
                              "properties": props})
         return {"type": "FeatureCollection", "features": features}
 
+    def to_frame(self, min_weight: float = 0.0) -> pd.DataFrame:
+        """One row per node with weight above ``min_weight`` (the points of :meth:`to_geojson`).
 
-def demand_from_points(network: Any, lats: Any, lons: Any, weights: Any = None, *, places: Any = None,
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``node``, ``lat``, ``lon``, ``demand`` (calls a year), and ``neighborhood`` when the
+            surface was built with places. :meth:`by_neighborhood` gives the totals per neighborhood.
+
+        Raises
+        ------
+        InvalidInput
+            If the surface has no node coordinates.
+        """
+        import pandas as pd
+
+        if self.node_lat is None or self.node_lon is None:
+            raise InvalidInput("this demand surface has no node coordinates", field="demand")
+        idx = np.flatnonzero(self.weights > min_weight)
+        columns = {"node": idx, "lat": np.asarray(self.node_lat)[idx], "lon": np.asarray(self.node_lon)[idx],
+                   "demand": np.asarray(self.weights, dtype=float)[idx]}
+        if self.node_neighborhood is not None:
+            columns["neighborhood"] = self.node_neighborhood[idx]
+        return pd.DataFrame(columns)
+
+    def to_gdf(self, min_weight: float = 0.0) -> gpd.GeoDataFrame:
+        """:meth:`to_frame` as node points in lon/lat, EPSG:4326."""
+        import geopandas as gpd
+
+        from routing._frames import CRS
+
+        table = self.to_frame(min_weight)
+        return gpd.GeoDataFrame(table, geometry=gpd.points_from_xy(table["lon"], table["lat"]), crs=CRS)
+
+    def __repr__(self) -> str:
+        return (f"<DemandSurface {self.annual_total:,.0f} calls a year on {int((self.weights > 0).sum()):,} of "
+                f"{self.weights.size:,} nodes ({self.points_used:,} points)>")
+
+
+def demand_from_points(network: RoadNetwork, lats: npt.ArrayLike, lons: npt.ArrayLike,
+                       weights: npt.ArrayLike | None = None, *, places: Places | None = None,
                        annual_total: float | None = DEFAULT_ANNUAL_TOTAL,
                        bandwidth_m: float = DEFAULT_BANDWIDTH_M, description: str = "points"
                        ) -> DemandSurface:
@@ -273,7 +322,7 @@ def demand_from_points(network: Any, lats: Any, lons: Any, weights: Any = None, 
                          float(bandwidth_m), nbhd, np.asarray(network.lat), np.asarray(network.lon))
 
 
-def _spread(network: Any, nodes: np.ndarray, w: np.ndarray, bandwidth_m: float) -> np.ndarray:
+def _spread(network: RoadNetwork, nodes: np.ndarray, w: np.ndarray, bandwidth_m: float) -> np.ndarray:
     """Node weights: each point's weight on its node, or spread by a Gaussian kernel over nearby nodes."""
     n = network.n_nodes
     if bandwidth_m <= 0:
@@ -298,10 +347,10 @@ def _spread(network: Any, nodes: np.ndarray, w: np.ndarray, bandwidth_m: float) 
 
 # ============================================================================================ sources
 
-_PROXY_CACHE: dict[Path, Any] = {}
+_PROXY_CACHE: dict[Path, pd.DataFrame] = {}
 
 
-def _read_proxy(data_dir: str | os.PathLike[str] | None) -> Any:
+def _read_proxy(data_dir: str | os.PathLike[str] | None) -> pd.DataFrame:
     import pandas as pd
 
     path = require_data_dir(data_dir) / PROXY_FILE
@@ -314,7 +363,8 @@ def _read_proxy(data_dir: str | os.PathLike[str] | None) -> Any:
     return _PROXY_CACHE[path]
 
 
-def _select(frame: Any, source: str | list[str] | tuple[str, ...], classes: Any) -> tuple[Any, str]:
+def _select(frame: pd.DataFrame, source: str | list[str] | tuple[str, ...],
+            classes: Sequence[str] | None) -> tuple[pd.DataFrame, str]:
     sources = [source] if isinstance(source, str) else list(source)
     known = sorted(frame["source_file"].dropna().unique().tolist())
     unknown = [s for s in sources if s not in known]
@@ -331,7 +381,7 @@ def _select(frame: Any, source: str | list[str] | tuple[str, ...], classes: Any)
     return frame[mask], text
 
 
-def load_demand(network: Any, places: Any = None, *, data_dir: str | os.PathLike[str] | None = None,
+def load_demand(network: RoadNetwork, places: Places | None = None, *, data_dir: str | os.PathLike[str] | None = None,
                 annual_total: float = DEFAULT_ANNUAL_TOTAL, source: str | list[str] = DEFAULT_SOURCE,
                 classes: list[str] | tuple[str, ...] | None = None,
                 bandwidth_m: float = DEFAULT_BANDWIDTH_M) -> DemandSurface:
@@ -373,7 +423,7 @@ def load_demand(network: Any, places: Any = None, *, data_dir: str | os.PathLike
                               description=text)
 
 
-def demand_from_csv(path: str | os.PathLike[str], network: Any, places: Any = None, *,
+def demand_from_csv(path: str | os.PathLike[str], network: RoadNetwork, places: Places | None = None, *,
                     annual_total: float | None = None, bandwidth_m: float = 0.0) -> DemandSurface:
     """A planner's demand file: CSV (optionally gzipped) with ``lat``, ``lon`` and optional ``weight``.
 
@@ -431,7 +481,7 @@ def demand_from_csv(path: str | os.PathLike[str], network: Any, places: Any = No
                               bandwidth_m=bandwidth_m, description=desc)
 
 
-def uniform_demand(network: Any, places: Any = None, *, annual_total: float = DEFAULT_ANNUAL_TOTAL
+def uniform_demand(network: RoadNetwork, places: Places | None = None, *, annual_total: float = DEFAULT_ANNUAL_TOTAL
                    ) -> DemandSurface:
     """Equal weight on every node (a neutral baseline, e.g. for benchmarks)."""
     n = network.n_nodes

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,13 @@ from routing.errors import InvalidInput
 from routing.eta import eta_engine
 from routing.fleet import DISPATCHABLE, TeamState, TeamStatus, TeamType
 from routing.triage import Call, Rules, Tier
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import pandas as pd
+
+    from routing.network import RoadNetwork, Snap
+    from routing.places import Places
 
 # ------------------------------------------------------------------------------------------ results
 
@@ -137,6 +144,54 @@ class SuggestionResult:
                 feats.append(_point(ts.lon, ts.lat, "ineligible", i.to_dict()))
         return {"type": "FeatureCollection", "features": feats}
 
+    def to_frame(self, *, ineligible: bool = False) -> pd.DataFrame:
+        """One row per suggested team, best first: ``call_id`` then the columns of ``to_dict()["suggestions"]``.
+
+        Parameters
+        ----------
+        ineligible
+            Also one row per team not suggested, after the suggestions, with its ``code`` and ``reason``
+            (``rank``, ``eta_s`` ... empty). The suggested rows then have ``code="suggested"``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Shape ``(len(suggestions), 14)``; ``eta_s`` in seconds, ``distance_m`` in metres.
+        """
+        from routing._frames import frame
+
+        rows = [{"call_id": self.call.call_id, **s.to_dict()} for s in self.suggestions]
+        columns = ["call_id", *_SUGGESTION_COLUMNS]
+        if ineligible:
+            rows = [{**r, "code": "suggested", "reason": None} for r in rows]
+            for i in self.ineligible:
+                ts = self._teams.get(i.team_id)
+                rows.append({"call_id": self.call.call_id, **i.to_dict(),
+                             "lat": ts.lat if ts is not None else None, "lon": ts.lon if ts is not None else None})
+            columns += ["code", "reason"]
+        return frame(rows, columns)
+
+    def to_gdf(self) -> gpd.GeoDataFrame:
+        """The features of :meth:`to_geojson` (call, suggested and ineligible teams) as points, EPSG:4326.
+
+        Returns
+        -------
+        geopandas.GeoDataFrame
+            One row per feature; ``role`` is ``call``, ``suggested`` or ``ineligible``.
+        """
+        from routing._frames import geo_frame
+
+        return geo_frame(self.to_geojson())
+
+    def __repr__(self) -> str:
+        from routing._frames import minutes
+
+        if self.tier is None or self.best is None:
+            return f"<SuggestionResult call {self.call.call_id}: no eligible team>"
+        n = len(self.suggestions) + self.omitted
+        return (f"<SuggestionResult call {self.call.call_id}: tier {self.tier_index + 1} ({self.tier.name}), "  # type: ignore[operator]
+                f"{n} eligible, best {self.best.team_id} ETA {minutes(self.best.eta_s)}>")
+
 
 @dataclass
 class Assignment:
@@ -212,6 +267,44 @@ class AssignmentResult:
                           "geometry": {"type": "LineString", "coordinates": [[a.lon, a.lat], [c.lon, c.lat]]}})
         return {"type": "FeatureCollection", "features": feats}
 
+    def to_frame(self) -> pd.DataFrame:
+        """One row per assignment: the columns of ``to_dict()["assignments"]`` (unserved calls: ``unserved``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Shape ``(len(assignments), 10)``; ``eta_s`` in seconds, ``team_lat``/``team_lon`` where the team is.
+        """
+        from routing._frames import frame
+
+        return frame((a.to_dict() for a in self.assignments), _ASSIGNMENT_COLUMNS)
+
+    def to_gdf(self) -> gpd.GeoDataFrame:
+        """The features of :meth:`to_geojson` (calls, teams, team-to-call lines), EPSG:4326.
+
+        Returns
+        -------
+        geopandas.GeoDataFrame
+            One row per feature; ``role`` is ``call``, ``team`` or ``assignment`` (a LineString).
+        """
+        from routing._frames import geo_frame
+
+        return geo_frame(self.to_geojson())
+
+    def __repr__(self) -> str:
+        from routing._frames import minutes
+
+        total = sum(a.eta_s for a in self.assignments)
+        mean = total / len(self.assignments) if self.assignments else None
+        return (f"<AssignmentResult {len(self.calls)} calls: {len(self.assignments)} assigned, "
+                f"{len(self.unserved)} unserved, mean ETA {minutes(mean)}, {self.status}>")
+
+
+_SUGGESTION_COLUMNS = ("rank", "team_id", "team_type", "name", "status", "eta_s", "distance_m", "stale",
+                       "position_age_s", "lat", "lon", "dedicated", "tier")
+_ASSIGNMENT_COLUMNS = ("call_id", "team_id", "team_type", "eta_s", "distance_m", "tier", "tier_index", "stale",
+                       "team_lat", "team_lon")
+
 
 def _point(lon: float, lat: float, role: str, props: dict[str, Any]) -> dict[str, Any]:
     return {"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
@@ -259,12 +352,14 @@ class CallLocation:
                 "attached": self.attached, "notes": list(self.notes)}
 
 
-def locate_call(call: Call, places: Any, network: Any = None, snap: Any = None) -> Call:
+def locate_call(call: Call, places: Places | None, network: RoadNetwork | None = None, snap: Snap | None = None
+                ) -> Call:
     """The call with ``neighborhood`` and ``district`` taken from its location (see :func:`place_call`)."""
     return place_call(call, places, network, snap)[0]
 
 
-def place_call(call: Call, places: Any, network: Any = None, snap: Any = None) -> tuple[Call, CallLocation]:
+def place_call(call: Call, places: Places | None, network: RoadNetwork | None = None, snap: Snap | None = None
+               ) -> tuple[Call, CallLocation]:
     """Locate a call: neighborhood and district from its coordinates, which win over the caller's.
 
     A caller-supplied ``neighborhood`` / ``district`` that disagrees with the location does not change
@@ -340,10 +435,21 @@ class _Candidates:
     ineligible: list[Ineligible]
     #: ``distance(legs)``: road metres, team position to call, for the ``leg`` entries of ``eligible``.
     distance: Callable[[Sequence[int]], list[float]]
+    #: ``leg`` entries whose ETA is only a lower bound (``ranking``: teams that cannot rank, see
+    #: :func:`_candidates`); every other ETA is exact.
+    inexact: frozenset[int] = frozenset()
 
 
-def _candidates(call: Call, teams: Sequence[TeamState], *, network: Any, rules: Rules, now: datetime,
-                call_snap: Any = None) -> _Candidates:
+def _candidates(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork, rules: Rules, now: datetime,
+                call_snap: Snap | None = None, ranking: bool = False, top: int | None = None) -> _Candidates:
+    """Eligibility and ETAs of every team for one call.
+
+    By default every eligible team's ETA is exact (``assign`` needs them all). With ``ranking`` (what
+    :func:`suggest` returns) only the teams of the best tier with an eligible team need one, and with
+    ``top`` only its first ``top`` by rank key: the engine's searches are then bounded by the farthest
+    team that could still rank (:mod:`routing.eta`), and the other teams get a lower bound of their ETA
+    that ranks them after those, listed in ``inexact``.
+    """
     rule = rules.match(call)
     tiers = rules.chain(rule.tier)
     type_tier: dict[TeamType, int] = {}
@@ -361,7 +467,7 @@ def _candidates(call: Call, teams: Sequence[TeamState], *, network: Any, rules: 
             passing.append(ts)
         else:
             ineligible.append(Ineligible(ts.team_id, ts.team.team_type, *blocked))
-    ok: list[tuple[TeamState, Any]] = []
+    ok: list[tuple[TeamState, Snap]] = []
     for ts, snap in zip(passing, engine.snap_teams(network, [(ts.lat, ts.lon) for ts in passing]), strict=True):
         if isinstance(snap, InvalidInput):
             ineligible.append(Ineligible(ts.team_id, ts.team.team_type, "unreachable",
@@ -380,15 +486,29 @@ def _candidates(call: Call, teams: Sequence[TeamState], *, network: Any, rules: 
         exits.append((len(sources), x_time, x_dist))
         sources.extend(int(x) for x in x_nodes)
         keys.extend(f"{ts.team_id}\x00{i}" for i in range(len(x_nodes)))
-    times, legs = engine.lazy_legs(network, sources, y_nodes.tolist(), keys)
+    same = [network.same_segment(snap, call_snap) for _, snap in ok]
+    bound = _RankBound(ok, exits, same, y_time, call_snap.time_s, type_tier, top) if ranking and ok else None
+    if bound is None:
+        times, legs = engine.lazy_legs(network, sources, y_nodes.tolist(), keys)
+    else:
+        start = bound.start_s(engine.straight_line_s(sources, y_nodes.tolist()))
+        times, legs = engine.lazy_legs(network, sources, y_nodes.tolist(), keys, enough=bound, start_s=start)
     eligible = []
+    inexact: set[int] = set()
     chosen: list[tuple[int, int] | None] = []  # per ok-team: (source, target) used, None = same segment
     direct: list[float] = []
     for k, ((ts, snap), (first, x_time, _)) in enumerate(zip(ok, exits, strict=True)):
+        if bound is not None and bound.exact is not None and not bound.exact[k]:
+            # Beyond the bounded search: a lower bound that ranks it after every team returned.
+            chosen.append(None)
+            direct.append(math.nan)
+            inexact.add(k)
+            eligible.append((ts, type_tier[ts.team.team_type], float(bound.eta_low[k]), k, ts.position_age_s(now)))
+            continue
         block = times[first:first + len(x_time)] + x_time[:, None] + y_time[None, :]
         s_best, t_best = np.unravel_index(int(np.argmin(block)), block.shape) if block.size else (0, 0)
         network_time = float(block[s_best, t_best]) if block.size else math.inf
-        same_time, same_dist = network.same_segment(snap, call_snap)
+        same_time, same_dist = same[k]
         if same_time <= network_time:
             network_time = same_time
             chosen.append(None)
@@ -404,7 +524,9 @@ def _candidates(call: Call, teams: Sequence[TeamState], *, network: Any, rules: 
     def distance(ks: Sequence[int]) -> list[float]:
         # Road distances cost more than times: only the teams a caller returns need them.
         ks = list(ks)
-        pairs = [chosen[k] for k in ks if chosen[k] is not None]
+        if inexact.intersection(ks):
+            raise RuntimeError("road distance asked for a team whose ETA was only bounded")
+        pairs = [p for p in (chosen[k] for k in ks) if p is not None]
         road = iter(legs(pairs).tolist())
         out = []
         for k in ks:
@@ -419,7 +541,69 @@ def _candidates(call: Call, teams: Sequence[TeamState], *, network: Any, rules: 
             out.append(snap.distance_m + along + call_snap.distance_m)
         return out
 
-    return _Candidates(call, rule.name, tiers, eligible, ineligible, distance)
+    return _Candidates(call, rule.name, tiers, eligible, ineligible, distance, frozenset(inexact))
+
+
+class _RankBound:
+    """When a bounded search settled enough for a ranking: the ``enough`` test of the ETA engine.
+
+    Per ok-team ``k``, after a search whose unsettled entries lie beyond ``bounds``: the best exact
+    network time among its settled (exit, entry) pairs and its shared segment, and a strict lower
+    bound for the others (bound + exit leg + entry leg). The team's time is exact when the first is no
+    larger; ``eta_low`` is its exact ETA or a lower bound. Enough when every team of the best tier is
+    exact, or (with ``top``) when the ``top`` best exact ones rank, at millisecond resolution and by
+    team id as :func:`suggest` ranks, before every inexact team's lower bound.
+    """
+
+    def __init__(self, ok: list[tuple[TeamState, Snap]], exits: list[tuple[int, np.ndarray, np.ndarray]],
+                 same: list[tuple[float, float]], y_time: np.ndarray, call_time: float,
+                 type_tier: dict[TeamType, int], top: int | None) -> None:
+        self.starts = np.array([first for first, _, _ in exits], dtype=np.int64)
+        self.x = np.concatenate([x_time for _, x_time, _ in exits])
+        self.y = np.asarray(y_time, dtype=float)
+        self.same = np.array([t for t, _ in same], dtype=float)
+        self.snap_t = np.array([snap.time_s for _, snap in ok], dtype=float)
+        self.call_t = float(call_time)
+        tier = np.array([type_tier[ts.team.team_type] for ts, _ in ok])
+        self.ranked = np.flatnonzero(tier == tier.min())  # the tier suggest will use: every team reachable
+        self.ids = [ts.team_id for ts, _ in ok]
+        self.top = top
+        self.exact: np.ndarray | None = None  # after the last test
+        self.eta_low = np.full(len(ok), math.inf)
+
+    def start_s(self, straight: np.ndarray) -> float:
+        """First limit: straight-line time to the farthest team that must rank, times a detour factor."""
+        from routing.eta import _START_DETOUR
+
+        per_team = np.minimum.reduceat(straight.min(axis=1), self.starts)[self.ranked]
+        if self.top is None or self.top >= len(per_team):
+            far = float(per_team.max())
+        else:
+            far = float(np.partition(per_team, self.top - 1)[self.top - 1])
+        return _START_DETOUR * far + 30.0  # + the phantom and entry legs, roughly
+
+    def __call__(self, times: np.ndarray, bounds: np.ndarray) -> bool:
+        legs = self.x[:, None] + self.y[None, :]
+        open_ = np.isinf(times) & np.isfinite(bounds)
+        got = np.where(open_, math.inf, times + self.x[:, None] + self.y[None, :])
+        low = np.where(open_, bounds + legs, math.inf)
+        best = np.minimum(np.minimum.reduceat(got.min(axis=1), self.starts), self.same)
+        floor = np.minimum.reduceat(low.min(axis=1), self.starts)
+        self.exact = best <= floor
+        self.eta_low = self.snap_t + np.minimum(best, floor) + self.call_t
+        sure = self.exact[self.ranked]
+        if sure.all():
+            return True
+        if self.top is None or int(sure.sum()) < self.top:
+            return False
+        key = [(_ms(self.eta_low[k]), self.ids[k]) for k in self.ranked]
+        kth = sorted(kk for kk, s in zip(key, sure, strict=True) if s)[self.top - 1]
+        return all(kk > kth for kk, s in zip(key, sure, strict=True) if not s)
+
+
+def _ms(eta_s: float) -> int | float:
+    # _rank_key's first part; inf (no path) sorts last.
+    return int(round(eta_s * 1000)) if math.isfinite(eta_s) else math.inf
 
 
 def _rank_key(eta_s: float, team_id: str) -> tuple[int, str]:
@@ -434,7 +618,7 @@ def _tier_label(tiers: list[Tier], i: int) -> str:
 # ------------------------------------------------------------------------------------ suggest
 
 
-def suggest(call: Call, teams: Sequence[TeamState], *, network: Any, rules: Rules, places: Any = None,
+def suggest(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork, rules: Rules, places: Places | None = None,
             now: datetime | None = None, top: int | None = None, stale_after_s: float | None = None
             ) -> SuggestionResult:
     """Rank the eligible teams for one call by ETA.
@@ -476,7 +660,8 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: Any, rules: Rule
                            field="stale_after_s")
     call_snap = network.snap(call.lat, call.lon, field="location")
     call, location = place_call(call, places, network, call_snap)
-    cand = _candidates(call, teams, network=network, rules=rules, now=now, call_snap=call_snap)
+    cand = _candidates(call, teams, network=network, rules=rules, now=now, call_snap=call_snap, ranking=True,
+                       top=top)
     tiers = cand.tiers
     ineligible = list(cand.ineligible)
     chosen = min((k for _, k, *_ in cand.eligible), default=None)
@@ -494,10 +679,11 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: Any, rules: Rule
         omitted = len(ranked) - top
         ranked = ranked[:top]
     dists = cand.distance([leg for _, _, _, leg, _ in ranked])
+    chosen_tier = tiers[chosen].name if chosen is not None else ""  # ranked is empty when chosen is None
     suggestions = [
         Suggestion(rank=i + 1, team_id=ts.team_id, team_type=ts.team.team_type, name=ts.team.name,
                    status=ts.status, eta_s=eta, distance_m=dist, stale=age > stale_after, position_age_s=age,
-                   lat=ts.lat, lon=ts.lon, dedicated=ts.team.dedicated, tier=tiers[chosen].name)
+                   lat=ts.lat, lon=ts.lon, dedicated=ts.team.dedicated, tier=chosen_tier)
         for i, ((_, ts, eta, _, age), dist) in enumerate(zip(ranked, dists, strict=True))
     ]
     order = {ts.team_id: i for i, ts in enumerate(teams)}
@@ -525,7 +711,7 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: Any, rules: Rule
                             _teams={ts.team_id: ts for ts in teams})
 
 
-def decision_inputs(teams: Sequence[TeamState], *, network: Any, rules: Rules, now: datetime | None,
+def decision_inputs(teams: Sequence[TeamState], *, network: RoadNetwork | None, rules: Rules, now: datetime | None,
                     **extra: Any) -> dict[str, Any]:
     """The inputs of a decision, for the audit trail: fleet snapshot, rules, network profile, time."""
     return {
@@ -625,7 +811,7 @@ def solve_assignment(eta_s: np.ndarray, tier: np.ndarray, weights: Sequence[int]
         return MatrixAssignment([None] * n_calls, total / 1000, True, "OPTIMAL", time.perf_counter() - started, 0)
 
     model = cp_model.CpModel()
-    x = {(i, j): model.NewBoolVar(f"x_{i}_{j}") for i, j in pairs}
+    x = {(i, j): model.new_bool_var(f"x_{i}_{j}") for i, j in pairs}
     by_call: dict[int, list[int]] = {i: [] for i in range(n_calls)}
     by_team: dict[int, list[int]] = {j: [] for j in range(n_teams)}
     for i, j in pairs:
@@ -633,17 +819,17 @@ def solve_assignment(eta_s: np.ndarray, tier: np.ndarray, weights: Sequence[int]
         by_team[j].append(i)
     for i, js in by_call.items():
         if len(js) > 1:
-            model.AddAtMostOne(x[i, j] for j in js)
+            model.add_at_most_one(x[i, j] for j in js)
     for j, is_ in by_team.items():
         if len(is_) > 1:
-            model.AddAtMostOne(x[i, j] for i in is_)
+            model.add_at_most_one(x[i, j] for i in is_)
     objective = []
     constant = 0
     for i in range(n_calls):
         constant += primary(i, None) * big_k
         for j in by_call[i]:
             objective.append((primary(i, j) - primary(i, None)) * big_k + rank[j])
-    model.Minimize(sum(c * x[p] for c, p in zip(objective, [(i, j) for i in range(n_calls) for j in by_call[i]],
+    model.minimize(sum(c * x[p] for c, p in zip(objective, [(i, j) for i in range(n_calls) for j in by_call[i]],
                                                 strict=True)) + constant)
 
     def violations(chosen: list[int | None]) -> list[int]:
@@ -668,27 +854,27 @@ def solve_assignment(eta_s: np.ndarray, tier: np.ndarray, weights: Sequence[int]
         if remaining <= 0:
             name = "TIME_LIMIT (greedy)"
             break
-        model.ClearHints()
-        for i, j in enumerate(hint):
-            if j is not None:
-                model.AddHint(x[i, j], 1)
+        model.clear_hints()
+        for i, hinted in enumerate(hint):
+            if hinted is not None:
+                model.add_hint(x[i, hinted], 1)
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = remaining
         solver.parameters.num_workers = int(num_workers)
         solver.parameters.random_seed = int(random_seed)
         solver.parameters.linearization_level = 2  # the fallback rows tighten the LP bound a lot
-        status = solver.Solve(model)
+        status = solver.solve(model)
         rounds += 1
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            name = f"{solver.StatusName(status)} (greedy)"
+            name = f"{solver.status_name(status)} (greedy)"
             break
         found: list[int | None] = [None] * n_calls
         for (i, j), var in x.items():
-            if solver.Value(var):
+            if solver.value(var):
                 found[i] = j
         bad = violations(found)
         if not bad:
-            chosen, optimal, name = found, status == cp_model.OPTIMAL, solver.StatusName(status)
+            chosen, optimal, name = found, status == cp_model.OPTIMAL, solver.status_name(status)
             break
         if status != cp_model.OPTIMAL:  # out of time on a relaxation: its answer breaks the rule
             name = "TIME_LIMIT (greedy)"
@@ -700,7 +886,7 @@ def solve_assignment(eta_s: np.ndarray, tier: np.ndarray, weights: Sequence[int]
             constrained.add(i)
             for jp in by_call[i]:
                 t = tiers[i, jp]
-                model.AddBoolOr([x[i, j] for j in by_call[i] if tiers[i, j] <= t]
+                model.add_bool_or([x[i, j] for j in by_call[i] if tiers[i, j] <= t]
                                 + [x[k, jp] for k in by_team[jp] if k != i])
         hint = found
     total = sum(primary(i, j) for i, j in enumerate(chosen))
@@ -713,7 +899,7 @@ def _greedy(eta_ms: np.ndarray, tiers: np.ndarray, ok: np.ndarray, weights: Sequ
     taken: set[int] = set()
     out = []
     for i in sorted(range(len(weights)), key=lambda i: (-weights[i], i)):
-        options = [(int(tiers[i, j]), int(eta_ms[i, j]), rank[j], j) for j in np.flatnonzero(ok[i])
+        options = [(int(tiers[i, j]), int(eta_ms[i, j]), rank[j], j) for j in np.flatnonzero(ok[i]).tolist()
                    if j not in taken]
         if options:
             j = min(options)[3]
@@ -722,8 +908,8 @@ def _greedy(eta_ms: np.ndarray, tiers: np.ndarray, ok: np.ndarray, weights: Sequ
     return out
 
 
-def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: Any, rules: Rules,
-           places: Any = None, now: datetime | None = None, tier_penalty_s: float | None = None,
+def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: RoadNetwork, rules: Rules,
+           places: Places | None = None, now: datetime | None = None, tier_penalty_s: float | None = None,
            unserved_penalty_s: float | None = None, stale_after_s: float | None = None,
            time_limit_s: float = 10.0, num_workers: int = 1, random_seed: int = 0) -> AssignmentResult:
     """Jointly assign waiting calls to teams (OR-Tools CP-SAT; see :func:`solve_assignment`).
@@ -794,10 +980,11 @@ def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: Any, r
     weights = [rules.weight(c.priority) for c in located]
     sol = solve_assignment(eta, tier, weights, tier_penalty_s=pen, unserved_penalty_s=uns, tiebreak=rank,
                            time_limit_s=time_limit_s, num_workers=num_workers, random_seed=random_seed)
-    assignments, unserved = [], []
+    assignments: list[Assignment] = []
+    unserved: list[Unserved] = []
     taken = {j for j in sol.team_of_call if j is not None}
-    for i, (call, j) in enumerate(zip(located, sol.team_of_call, strict=True)):
-        if j is None:
+    for i, (call, col) in enumerate(zip(located, sol.team_of_call, strict=True)):
+        if col is None:
             eligible = [team_index[ts.team_id] for ts, *_ in cands[i].eligible]
             if not eligible:
                 reason = ("no eligible team in any tier (" + " → ".join(t.name for t in cands[i].tiers) + ")")
@@ -806,6 +993,7 @@ def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: Any, r
                 reason = f"all {busy} eligible team{'s' if busy != 1 else ''} are assigned to other calls"
             unserved.append(Unserved(call.call_id, reason))
             continue
+        j = col
         ts = teams[j]
         k = int(tier[i, j])
         dist = cands[i].distance([int(leg[i, j])])[0]

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from routing.config import project_data_path
 from routing.errors import Conflict, InvalidInput
 from routing.validate import timestamp
+
+if TYPE_CHECKING:
+    from routing.places import Places
 
 DEFAULT_TIMEZONE = "America/New_York"
 
@@ -331,7 +334,7 @@ def _read_toml(path: Path, what: str) -> tuple[dict[str, Any], str]:
         raise InvalidInput(f"{path}: {exc}", field=what) from None
 
 
-def load_fleet(path: str | os.PathLike[str] | None = None, *, places: Any = None) -> list[Team]:
+def load_fleet(path: str | os.PathLike[str] | None = None, *, places: Places | None = None) -> list[Team]:
     """Read and validate a fleet file (default ``data/fleet.toml``).
 
     Each ``[[team]]`` entry has ``id``, ``type``, ``name``, ``base`` (staging-site name), ``lat``,
@@ -445,7 +448,10 @@ def _parse_team(entry: Any, where: str, timezone: str, known_areas: set[str] | N
     return [replace(base, team_id=f"{tid}-{i}", name=f"{base.name} #{i}") for i in range(1, count + 1)]
 
 
-def teams_by_id(teams: Iterable[Team | TeamState]) -> dict[str, Any]:
+_TeamOrState = TypeVar("_TeamOrState", Team, TeamState)
+
+
+def teams_by_id(teams: Iterable[_TeamOrState]) -> dict[str, _TeamOrState]:
     """Index teams or team states by id."""
     return {t.team_id: t for t in teams}
 

@@ -29,11 +29,11 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
@@ -56,6 +56,11 @@ from routing.osm import (
 )
 from routing.osm import file_kind as osm_file_kind
 from routing.speeds import SpeedModel, load_speeds, local_hour, parse_maxspeed
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import networkx as nx
+    import pandas as pd
 
 METRIC_CRS = "EPSG:26986"  # NAD83 / Massachusetts Mainland, metres
 ONLINE_PLACE = "Boston, Massachusetts, USA"
@@ -163,6 +168,28 @@ class Route:
             "properties": {"travel_time_s": self.travel_time_s, "distance_m": self.distance_m},
         }
 
+    def to_frame(self) -> pd.DataFrame:
+        """One row per point of ``path``, origin first: ``seq``, ``lon``, ``lat`` (WGS84).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Shape ``(len(path), 3)``.
+        """
+        from routing._frames import frame
+
+        return frame(({"seq": k, "lon": p[0], "lat": p[1]} for k, p in enumerate(self.path)), ("seq", "lon", "lat"))
+
+    def to_gdf(self) -> gpd.GeoDataFrame:
+        """:meth:`to_geojson` as a one-row GeoDataFrame: the LineString in lon/lat, EPSG:4326."""
+        from routing._frames import geo_frame
+
+        return geo_frame(self.to_geojson())
+
+    def __repr__(self) -> str:
+        return (f"<Route {self.travel_time_s / 60:.1f} min, {self.distance_m / 1000:.2f} km, "
+                f"{len(self.path)} points>")
+
 
 @dataclass
 class _Topology:
@@ -262,6 +289,7 @@ class _Segments:
         excluded = np.isin(road_class, list(topo.speeds.call_excluded_classes))
         if topo.speeds.exclude_tunnels:
             tunnel = np.zeros(m, dtype=bool)
+            assert topo.tunnel is not None  # filled in by _Topology.__post_init__
             np.logical_or.at(tunnel, inverse, topo.tunnel.astype(bool))  # either direction tagged: a tunnel
             excluded |= tunnel
         lines = shapely.linestrings(np.stack([np.column_stack([topo.x[a], topo.y[a]]),
@@ -489,7 +517,7 @@ class RoadNetwork:
         p = self.profile
         if p.get("hour") is None:
             return f"{p['mode']} speeds, off-peak baseline (no hour)"
-        source = {"time": "from the decision time", "hour": "from --hour"}.get(p.get("hour_source"), "")
+        source = {"time": "from the decision time", "hour": "from --hour"}.get(p.get("hour_source") or "", "")
         return f"{p['mode']} speeds, {p['hour']:02d}:00" + (f" ({source})" if source else "")
 
     # ----------------------------------------------------------------- snapping
@@ -593,9 +621,9 @@ class RoadNetwork:
         x[valid], y[valid] = _TO_METRIC.transform(lons[valid], lats[valid])
         if self._t.area is not None:
             valid &= shapely.contains_xy(self._t.area, np.nan_to_num(x), np.nan_to_num(y))
+        segment = np.full(lats.shape, -1, dtype=np.int64)
         out = SnapArray(np.full(lats.shape, -1, dtype=np.int64), np.full(lats.shape, np.nan),
-                        np.full(lats.shape, np.nan), np.full(lats.shape, -1, dtype=np.int64),
-                        np.zeros(lats.shape), np.zeros(lats.shape, dtype=bool))
+                        np.full(lats.shape, np.nan), segment, np.zeros(lats.shape), np.zeros(lats.shape, dtype=bool))
         if valid.any():
             got = self._snap_xy(x[valid], y[valid], on)
             for name in ("nodes", "distance_m", "time_s", "segment", "fraction", "street_fallback"):
@@ -604,7 +632,7 @@ class RoadNetwork:
         if strict and not ok.all():
             bad = int(np.flatnonzero(~ok)[0])
             self.snap(float(lats[bad]), float(lons[bad]), field=f"point {bad}", on=on)  # raises the precise error
-        out.segment[~ok] = -1
+        segment[~ok] = -1
         return out
 
     # ----------------------------------------------------------------- phantom nodes
@@ -754,14 +782,19 @@ class RoadNetwork:
 
         The streets reached within the budget are rasterised on a ``resolution_m`` grid and the cells
         merged, so the shape follows the street grid instead of a convex hull that would claim the
-        harbour or a park, and costs a fraction of a second even citywide.
+        harbour or a park, and costs a fraction of a second even citywide. The search stops at the
+        budget (``limit``): the cost follows the area reached, not the size of the network.
         """
         if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
             raise InvalidInput(f"travel-time budget must be a positive number of seconds, got {seconds!r}",
                                field="seconds")
         start = self.snap(lat, lon)
         x_nodes, x_t, _ = self.snap_exits(start)
-        times = (self.travel_times_from(x_nodes) + x_t[:, None]).min(axis=0) + start.time_s
+        # A node within the budget is within it on the network alone (the legs only add): settling up
+        # to the budget is enough, and the nodes left at inf are outside the area as before.
+        network_times = dijkstra(self._csr, directed=True, indices=self._check_nodes(x_nodes, many=True),
+                                 limit=float(np.nextafter(float(seconds), math.inf)))
+        times = (network_times + x_t[:, None]).min(axis=0) + start.time_s
         x, y = _TO_METRIC.transform(lon, lat)
         px, py = self._projection_xy(start)
         # The off-network leg belongs to the area too: sample it like a street.
@@ -772,16 +805,23 @@ class RoadNetwork:
     def isochrone_from_times(self, times: np.ndarray, seconds: float, *, resolution_m: float = 50.0,
                              extra_xy: np.ndarray | None = None) -> shapely.Geometry:
         """Polygon (lon/lat) of the grid cells crossed by streets whose both ends have ``times <= seconds``."""
-        src, dst = self.edges
-        reached = (times[src] <= seconds) & (times[dst] <= seconds)
+        # The reached streets, in CSR order, from the reached nodes' own edges: a small area of a large
+        # network costs only its own edges.
+        near = np.flatnonzero(times <= seconds)
+        indptr = self._t.indptr
+        deg = indptr[near + 1] - indptr[near]
+        out_edges = np.repeat(indptr[near] - (np.cumsum(deg) - deg), deg) + np.arange(int(deg.sum()))
+        both = times[self._t.indices[out_edges]] <= seconds
+        reached = out_edges[both]
+        src_r, dst_r = np.repeat(near, deg)[both], self._t.indices[reached]
         # Sample every reached street at half the cell size so that no cell along it is skipped.
         samples = np.maximum(1, np.ceil(self._t.length_m[reached] / (resolution_m / 2)).astype(np.int64))
-        edge = np.repeat(np.arange(int(reached.sum())), samples)
+        edge = np.repeat(np.arange(len(reached)), samples)
         frac = (np.arange(int(samples.sum())) - np.repeat(np.cumsum(samples) - samples, samples)) / np.repeat(
             samples, samples)
-        s, d = src[reached][edge], dst[reached][edge]
-        xs = np.concatenate([self.x[s] * (1 - frac) + self.x[d] * frac, self.x[times <= seconds]])
-        ys = np.concatenate([self.y[s] * (1 - frac) + self.y[d] * frac, self.y[times <= seconds]])
+        s, d = src_r[edge], dst_r[edge]
+        xs = np.concatenate([self.x[s] * (1 - frac) + self.x[d] * frac, self.x[near]])
+        ys = np.concatenate([self.y[s] * (1 - frac) + self.y[d] * frac, self.y[near]])
         if extra_xy is not None:
             xs, ys = np.concatenate([xs, extra_xy[:, 0]]), np.concatenate([ys, extra_xy[:, 1]])
         if len(xs) == 0:
@@ -792,7 +832,7 @@ class RoadNetwork:
         geom = shapely.coverage_union_all(boxes).simplify(resolution_m / 5)
         return shapely.transform(geom, _metric_to_lonlat_coords)
 
-    def to_networkx(self) -> Any:
+    def to_networkx(self) -> nx.MultiDiGraph:
         """An osmnx-style ``networkx.MultiDiGraph`` of this network (for baselines and interop)."""
         import networkx as nx
 
@@ -892,7 +932,7 @@ def _build_topology(osm_ids: np.ndarray, lat: np.ndarray, lon: np.ndarray, src: 
     )
 
 
-def network_from_graph(graph: Any, *, speeds: SpeedModel | None = None, source: str = "graph",
+def network_from_graph(graph: nx.MultiDiGraph | nx.DiGraph, *, speeds: SpeedModel | None = None, source: str = "graph",
                        boundary_lonlat: shapely.Geometry | None = None,
                        drive_filter: DriveFilter | None = None) -> RoadNetwork:
     """Build a :class:`RoadNetwork` from an osmnx-style ``networkx`` (Multi)DiGraph.
@@ -1069,7 +1109,7 @@ def _extent(lon: np.ndarray, lat: np.ndarray) -> shapely.Geometry | None:
     return shapely.convex_hull(shapely.multipoints(np.column_stack([lon[ok], lat[ok]])))
 
 
-def _graph_extent(graph: Any) -> shapely.Geometry | None:
+def _graph_extent(graph: nx.MultiDiGraph) -> shapely.Geometry | None:
     try:
         coords = np.array([(float(d["x"]), float(d["y"])) for _, d in graph.nodes(data=True)], dtype=float)
     except (KeyError, TypeError, ValueError):
@@ -1108,10 +1148,10 @@ def _load_csv(directory: Path, speeds: SpeedModel, drive: DriveFilter | None = N
                 pass
         return text
 
-    highway = [classes(h) for h in edges["highway"].astype(str)]
-    keep = np.array([not drive.is_excluded(h) for h in highway], dtype=bool)
+    raw_highway = [classes(h) for h in edges["highway"].astype(str)]
+    keep = np.array([not drive.is_excluded(h) for h in raw_highway], dtype=bool)
     edges = edges[keep]
-    highway = np.array([most_important_class(h, drive) for h, k in zip(highway, keep, strict=True) if k],
+    highway = np.array([most_important_class(h, drive) for h, k in zip(raw_highway, keep, strict=True) if k],
                        dtype=object)
     index_of = pd.Series(np.arange(len(nodes)), index=nodes["idx"].to_numpy())
     try:
@@ -1140,7 +1180,7 @@ def _first_existing(directory: Path, *names: str) -> Path:
     raise DataMissing(f"{directory}: none of {', '.join(names)} found")
 
 
-def _graph_from_file(path: Path, drive: DriveFilter | None = None) -> Any:
+def _graph_from_file(path: Path, drive: DriveFilter | None = None) -> nx.MultiDiGraph:
     """An osmnx-style graph from an OSM XML / PBF extract (drive-filtered, simplified) or a GraphML file.
 
     Raises
@@ -1240,7 +1280,8 @@ _LOADED_LOCK = threading.Lock()
 def load_network(data_dir: str | os.PathLike[str] | None = None, *, source: str | os.PathLike[str] | None = None,
                  speeds: str | os.PathLike[str] | SpeedModel | None = None, use_cache: bool = True,
                  stats: dict[str, Any] | None = None,
-                 boundary: str | os.PathLike[str] | None = None) -> RoadNetwork:
+                 boundary: str | os.PathLike[str] | None = None,
+                 progress: Callable[[float, str], None] | None = None) -> RoadNetwork:
     """Load (or build and cache) the road network.
 
     Parameters
@@ -1265,6 +1306,9 @@ def load_network(data_dir: str | os.PathLike[str] | None = None, *, source: str 
         service area. Default: Boston's boundary for the Boston CSV export and ``online``; for any other
         source the network's own extent (the convex hull of its nodes), both widened by the speed
         model's boundary tolerance.
+    progress
+        Called as ``progress(fraction, label)`` at the steps of a build from source (read and prepare,
+        cache written; the last call 1.0), for a progress bar. Not called when the cache answers.
 
     Returns
     -------
@@ -1303,6 +1347,9 @@ def load_network(data_dir: str | os.PathLike[str] | None = None, *, source: str 
     topo = _load_cache(cache_file, model) if use_cache and cache_file.exists() else None
     from_cache = topo is not None
     if topo is None:
+        label = f"network build ({kind})"
+        if progress is not None:
+            progress(0.0, label)
         boundary_lonlat = read_boundary_file(boundary_path) if boundary_path is not None else None
         if kind == "csv":
             topo = _load_csv(path, model, drive, boundary_lonlat)
@@ -1314,8 +1361,12 @@ def load_network(data_dir: str | os.PathLike[str] | None = None, *, source: str 
                 boundary_lonlat = _graph_extent(graph)
             topo = network_from_graph(graph, speeds=model, source=f"{kind}:{path}", boundary_lonlat=boundary_lonlat,
                                       drive_filter=drive)._t
+        if progress is not None:  # writing the cache is the short last step
+            progress(0.9, label)
         if use_cache:
             _save_cache(topo, cache_file)
+        if progress is not None:
+            progress(1.0, label)
     network = topo_network(topo)
     with _LOADED_LOCK:
         _LOADED[key] = network
@@ -1330,7 +1381,8 @@ def clear_memory_cache() -> None:
         _LOADED.clear()
 
 
-def _resolve_source(data_dir: Any, source: Any) -> tuple[str, Path]:
+def _resolve_source(data_dir: str | os.PathLike[str] | None, source: str | os.PathLike[str] | None
+                    ) -> tuple[str, Path]:
     if source is not None and str(source) == "online":
         return "online", Path()
     if source is not None:

@@ -27,18 +27,22 @@ import bz2
 import functools
 import hashlib
 import math
+import os
 import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from routing.config import project_data_path
 from routing.errors import DataMissing, InvalidInput
 from routing.speeds import parse_maxspeed
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 FILTER_TABLE = "osm_drive_filter"
 
@@ -117,7 +121,7 @@ class DriveFilter:
         return str(highway) in self.excluded
 
 
-def load_drive_filter(speeds_path: str | Path | None = None) -> DriveFilter:
+def load_drive_filter(speeds_path: str | os.PathLike[str] | None = None) -> DriveFilter:
     """Read ``[osm_drive_filter]`` from a speeds TOML, falling back to ``data/speeds.toml``'s table.
 
     Raises
@@ -326,10 +330,10 @@ def _read_pbf(path: Path, drive: DriveFilter, left_out: set[int]
     ways: list[Way] = []
     try:
         for obj in osmium.FileProcessor(str(path), osmium.osm.NODE | osmium.osm.WAY):
-            if obj.is_node():
+            if isinstance(obj, osmium.osm.Node):
                 if obj.location.valid():
                     nodes[obj.id] = (obj.location.lon, obj.location.lat)
-            elif obj.is_way():
+            elif isinstance(obj, osmium.osm.Way):
                 tags = {tag.k: tag.v for tag in obj.tags}
                 if "highway" in tags:
                     refs = [n.ref for n in obj.nodes]
@@ -352,7 +356,7 @@ def one_line(exc: BaseException) -> str:
 _EDGE_TAGS = ("maxspeed", "name", "tunnel")
 
 
-def graph_from_osm_file(path: Path, drive: DriveFilter | None = None) -> Any:
+def graph_from_osm_file(path: Path, drive: DriveFilter | None = None) -> nx.MultiDiGraph:
     """A simplified osmnx-style ``MultiDiGraph`` of the drivable ways of an OSM XML or PBF file.
 
     Edges carry ``osmid`` (way id), ``highway``, ``oneway``, ``reversed``, ``length`` (m, great-circle as
@@ -369,7 +373,7 @@ def graph_from_osm_file(path: Path, drive: DriveFilter | None = None) -> Any:
 
 
 def build_graph(nodes: dict[int, tuple[float, float]], ways: Sequence[Way], drive: DriveFilter, *,
-                keep_nodes: Collection[int] = ()) -> Any:
+                keep_nodes: Collection[int] = ()) -> nx.MultiDiGraph:
     """The unsimplified directed graph: one edge per segment and allowed direction.
 
     Nodes in ``keep_nodes`` get a ``keep_node`` attribute, so that :func:`simplify` keeps them.
@@ -406,7 +410,7 @@ def build_graph(nodes: dict[int, tuple[float, float]], ways: Sequence[Way], driv
     return graph
 
 
-def simplify(graph: Any, drive: DriveFilter) -> Any:
+def simplify(graph: nx.MultiDiGraph, drive: DriveFilter) -> nx.MultiDiGraph:
     """osmnx simplification with this module's rules as the merge functions (no set-ordered lists)."""
     import osmnx as ox
 

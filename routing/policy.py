@@ -16,7 +16,8 @@ them without copying them:
     Team id (or pattern) → ``"HH:MM-HH:MM"`` (local time), ``"24h"`` for round-the-clock service, or an
     inline table ``{ shift = "HH:MM-HH:MM", days = ["mon", ...] }``.
 ``[service.TEAM_TYPE]``
-    On-scene time of a team type: ``median_min`` and ``sigma`` of a log-normal (``sigma = 0``: fixed).
+    On-scene time of a team type: ``median_min`` and ``sigma`` of a log-normal (``sigma = 0``: fixed),
+    or ``distribution = "exponential"`` with ``mean_min`` (or ``median_min``).
 ``[transport]``
     ``team_types`` that may transport a patient, ``hospitals`` (site ids of acute-care emergency
     departments), ``handoff_median_min`` and ``handoff_sigma`` (time at the hospital).
@@ -34,42 +35,57 @@ import fnmatch
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routing.config import project_data_path
 from routing.errors import InvalidInput, NotFound
 from routing.fleet import DEFAULT_TIMEZONE, Shift, Team, TeamType, load_fleet, parse_team_type
 from routing.triage import Rules, load_rules
 
+if TYPE_CHECKING:
+    from routing.places import Places
+
+#: Builds the error for a message about the policy file being read.
+_Bad = Callable[[str], InvalidInput]
+
 POLICY_DIR = project_data_path("policies")
 
 
 @dataclass(frozen=True)
 class ServiceTime:
-    """A log-normal duration given by its median and shape ``sigma`` (``sigma = 0`` is a fixed time).
+    """A duration given by its median: log-normal with shape ``sigma`` (``sigma = 0`` is a fixed time), or
+    exponential (``distribution = "exponential"``; ``sigma`` is then ignored).
 
     A log-normal is the usual model of on-scene and hospital times (right-skewed, never negative); the
-    median is the number a planner can check against a dispatch log.
+    median is the number a planner can check against a dispatch log. The exponential is there for
+    validation against queueing theory (Erlang C assumes exponential service).
     """
 
     median_s: float
     sigma: float = 0.0
+    distribution: str = "lognormal"
 
     @property
     def mean_s(self) -> float:
-        """Expected value, ``median * exp(sigma**2 / 2)``."""
+        """Expected value: ``median * exp(sigma**2 / 2)``, or ``median / ln 2`` for an exponential."""
+        if self.distribution == "exponential":
+            return self.median_s / math.log(2)
         return self.median_s * math.exp(self.sigma ** 2 / 2)
 
     def quantile(self, z: float) -> float:
         """Duration at the standard-normal score ``z`` (common random numbers across team types)."""
+        if self.distribution == "exponential":
+            # Same uniform u = Phi(z) for every distribution, so a call stays equally "hard" whichever
+            # team type (and distribution) serves it; erfc keeps precision in the upper tail.
+            return -self.mean_s * math.log(0.5 * math.erfc(z / math.sqrt(2)))
         return self.median_s * math.exp(self.sigma * z)
 
     def to_dict(self) -> dict[str, Any]:
         return {"median_min": round(self.median_s / 60, 3), "sigma": self.sigma,
-                "mean_min": round(self.mean_s / 60, 3)}
+                "mean_min": round(self.mean_s / 60, 3), "distribution": self.distribution}
 
 
 #: On-scene time by team type (assumptions, documented in ``data/policies/README.md``):
@@ -199,7 +215,7 @@ def resolve_policy_path(name_or_path: str | os.PathLike[str]) -> Path:
     raise NotFound(f"unknown policy {text!r}: not a file, nor one of the shipped policies ({names})")
 
 
-def load_policy(name_or_path: str | os.PathLike[str] | None = None, *, places: Any = None,
+def load_policy(name_or_path: str | os.PathLike[str] | None = None, *, places: Places | None = None,
                 fleet: str | os.PathLike[str] | None = None,
                 rules: str | os.PathLike[str] | None = None) -> Policy:
     """Read a policy by shipped name or path (default: the ``default`` policy).
@@ -326,13 +342,13 @@ def load_policy(name_or_path: str | os.PathLike[str] | None = None, *, places: A
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def _table(value: Any, label: str, bad: Any) -> dict[str, Any]:
+def _table(value: Any, label: str, bad: _Bad) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise bad(f"{label} must be a table")
     return value
 
 
-def _relative(policy_path: Path, value: Any, default: str, bad: Any) -> Path:
+def _relative(policy_path: Path, value: Any, default: str, bad: _Bad) -> Path:
     if value is None:
         return project_data_path(default)
     if not isinstance(value, str) or not value.strip():
@@ -341,7 +357,7 @@ def _relative(policy_path: Path, value: Any, default: str, bad: Any) -> Path:
     return p if p.is_absolute() else (policy_path.parent / p).resolve()
 
 
-def _match(teams: list[Team], pattern: str, label: str, bad: Any) -> set[str]:
+def _match(teams: list[Team], pattern: str, label: str, bad: _Bad) -> set[str]:
     ids = sorted(t.team_id for t in teams)
     hit = {i for i in ids if fnmatch.fnmatchcase(i, pattern)}
     if not hit:
@@ -349,7 +365,7 @@ def _match(teams: list[Team], pattern: str, label: str, bad: Any) -> set[str]:
     return hit
 
 
-def _site(where: Any, pattern: str, places: Any, bad: Any) -> tuple[str, float, float]:
+def _site(where: Any, pattern: str, places: Places | None, bad: _Bad) -> tuple[str, float, float]:
     if isinstance(where, str):
         if places is None:
             raise bad(f"[staging] {pattern!r}: a site id ({where!r}) needs the data directory (places)")
@@ -379,7 +395,7 @@ def _fleet_timezone(fleet_path: Path) -> str:
     return str(meta.get("timezone", DEFAULT_TIMEZONE)) if isinstance(meta, dict) else DEFAULT_TIMEZONE
 
 
-def _shift(spec: Any, pattern: str, timezone: str, bad: Any) -> Shift | None:
+def _shift(spec: Any, pattern: str, timezone: str, bad: _Bad) -> Shift | None:
     days = None
     if isinstance(spec, Mapping):
         extra = set(spec) - {"shift", "days"}
@@ -398,12 +414,23 @@ def _shift(spec: Any, pattern: str, timezone: str, bad: Any) -> Shift | None:
         raise bad(f"[hours] {pattern!r}: {exc.message}") from None
 
 
-def _service_time(body: Any, label: str, default: ServiceTime, bad: Any) -> ServiceTime:
+def _service_time(body: Any, label: str, default: ServiceTime, bad: _Bad) -> ServiceTime:
     if not isinstance(body, Mapping):
         raise bad(f"{label} must be a table with median_min and sigma")
-    extra = set(body) - {"median_min", "sigma"}
+    extra = set(body) - {"median_min", "sigma", "distribution", "mean_min"}
     if extra:
         raise bad(f"{label}: unknown key(s) {', '.join(sorted(extra))}")
+    distribution = body.get("distribution", "lognormal")
+    if distribution not in ("lognormal", "exponential"):
+        raise bad(f"{label}: distribution must be \"lognormal\" or \"exponential\", got {distribution!r}")
+    if "mean_min" in body:
+        if distribution != "exponential" or "median_min" in body:
+            raise bad(f"{label}: mean_min is for distribution = \"exponential\", instead of median_min")
+        mean = body["mean_min"]
+        if isinstance(mean, bool) or not isinstance(mean, (int, float)) or not math.isfinite(mean) \
+                or not 0 < mean <= 24 * 60:
+            raise bad(f"{label}: mean_min must be a number in 0..1440, got {mean!r}")
+        return ServiceTime(float(mean) * 60 * math.log(2), 0.0, "exponential")
     median = body.get("median_min", default.median_s / 60)
     sigma = body.get("sigma", default.sigma)
     for key, v, lo, hi in (("median_min", median, 0.0, 24 * 60), ("sigma", sigma, 0.0, 3.0)):
@@ -411,4 +438,6 @@ def _service_time(body: Any, label: str, default: ServiceTime, bad: Any) -> Serv
             raise bad(f"{label}: {key} must be a number in {lo:g}..{hi:g}, got {v!r}")
     if median <= 0:
         raise bad(f"{label}: median_min must be positive")
+    if distribution == "exponential":
+        return ServiceTime(float(median) * 60, 0.0, "exponential")
     return ServiceTime(float(median) * 60, float(sigma))

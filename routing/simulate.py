@@ -43,11 +43,13 @@ import bisect
 import heapq
 import json
 import math
+import sys
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -60,9 +62,17 @@ from routing.arrivals import (
 )
 from routing.dispatch import assign, suggest
 from routing.errors import InvalidInput
-from routing.fleet import DEFAULT_TIMEZONE, DISPATCHABLE, TRANSITIONS, TeamState, TeamStatus, TeamType
+from routing.fleet import DEFAULT_TIMEZONE, DISPATCHABLE, TRANSITIONS, Team, TeamState, TeamStatus, TeamType
 from routing.policy import Policy
 from routing.triage import Call
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import pandas as pd
+    from scipy.sparse import csr_matrix
+
+    from routing.network import RoadNetwork
+    from routing.places import Places
 
 S = TeamStatus
 TZ = ZoneInfo(DEFAULT_TIMEZONE)
@@ -169,7 +179,7 @@ class SimulationResult:
     scenario: dict[str, Any]
     wall_s: float
     trace: list[tuple[float, str, str, str, str | None]] | None = None
-    places: Any = field(default=None, repr=False)
+    places: Places | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """Every figure except wall-clock ones."""
@@ -210,6 +220,51 @@ class SimulationResult:
                     "events_per_s": round(self.events / self.wall_s, 1) if self.wall_s > 0 else None}
         return d
 
+    def to_frame(self, level: str = "calls") -> pd.DataFrame:
+        """The run as a table.
+
+        Parameters
+        ----------
+        level
+            ``"calls"``: one row per call, in call order, the columns of :meth:`CallOutcome.to_dict` (times in
+            seconds from the start of the run; ``response_s`` received to on scene); ``"teams"``: one row
+            per team, ``team_id`` then the columns of :meth:`TeamUsage.to_dict` (hours).
+
+        Raises
+        ------
+        InvalidInput
+            Another ``level``.
+        """
+        from routing._frames import frame
+
+        if level == "calls":
+            return frame((o.to_dict() for o in self.outcomes), _OUTCOME_COLUMNS)
+        if level == "teams":
+            return frame(({"team_id": u.team_id, **u.to_dict()} for u in self.usage), _USAGE_COLUMNS)
+        raise InvalidInput(f"level must be 'calls' or 'teams', got {level!r}", field="level")
+
+    def to_gdf(self) -> gpd.GeoDataFrame:
+        """:meth:`to_geojson` as a GeoDataFrame, EPSG:4326: neighborhood polygons with response times.
+
+        Raises
+        ------
+        InvalidInput
+            If the run had no ``places``.
+        """
+        from routing._frames import geo_frame
+
+        return geo_frame(self.to_geojson())
+
+    def __repr__(self) -> str:
+        from routing._frames import minutes
+
+        served = [o.response_s for o in self.outcomes if o.served and o.response_s is not None]
+        median = float(np.median(served)) if served else None
+        n = len(self.outcomes)
+        pct = f"{len(served) / n:.1%}" if n else "-"
+        return (f"<SimulationResult policy {self.policy.name}: {self.days:g} days, {n} calls, {pct} served, "
+                f"median response {minutes(median)}>")
+
 
 @dataclass
 class ComparisonResult:
@@ -224,6 +279,26 @@ class ComparisonResult:
             "run": {"wall_s": round(self.wall_s, 3),
                     "per_policy_wall_s": {r.policy.name: round(r.wall_s, 3) for r in self.results}},
         }
+
+    def to_frame(self, level: str = "calls") -> pd.DataFrame:
+        """Every policy's :meth:`SimulationResult.to_frame` stacked, with a first column ``policy``.
+
+        The same calls appear once per policy, so ``groupby("policy")`` compares them directly.
+        """
+        import pandas as pd
+
+        frames = [r.to_frame(level) for r in self.results]
+        for r, f in zip(self.results, frames, strict=True):
+            f.insert(0, "policy", r.policy.name)
+        return pd.concat(frames, ignore_index=True)
+
+    def __repr__(self) -> str:
+        return f"<ComparisonResult {len(self.results)} policies: " + "; ".join(
+            repr(r)[len("<SimulationResult policy "):-1] for r in self.results) + ">"
+
+
+_OUTCOME_COLUMNS = (*CallOutcome.__dataclass_fields__, "response_s", "wait_s")
+_USAGE_COLUMNS = ("team_id", "team_type", "calls", "on_shift_h", "busy_h", "returning_h", "utilisation")
 
 
 def _r(x: float | None, nd: int = 1) -> float | None:
@@ -367,10 +442,10 @@ class _Trip:
 
 
 class _Simulator:
-    def __init__(self, policy: Policy, calls: Sequence[Call], *, network: Any, places: Any, start: datetime,
-                 end: datetime, seed: int, max_wait_s: float | None, hospitals: Sequence[tuple[str, float, float]],
-                 emergent_priorities: Sequence[int], time_of_day: bool,
-                 progress: Callable[[float], None] | None, trace: bool) -> None:
+    def __init__(self, policy: Policy, calls: Sequence[Call], *, network: RoadNetwork, places: Places | None,
+                 start: datetime, end: datetime, seed: int, max_wait_s: float | None,
+                 hospitals: Sequence[tuple[str, float, float]], emergent_priorities: Sequence[int], time_of_day: bool,
+                 progress: Callable[[float, str], None] | None, trace: bool) -> None:
         self.policy = policy
         self.rules = policy.rules
         self.network = network
@@ -381,6 +456,7 @@ class _Simulator:
         self.emergent = frozenset(int(p) for p in emergent_priorities)
         self.time_of_day = time_of_day
         self.progress = progress
+        self._label = f"simulate {policy.name}"
         self.trace: list[tuple[float, str, str, str, str | None]] | None = [] if trace else None
         self.calls = list(calls)
         self.teams = list(policy.teams)
@@ -421,8 +497,8 @@ class _Simulator:
         self.calls_taken = [0] * len(self.teams)
         self.outcomes = [CallOutcome(c.call_id, c.klass, c.mental_health, c.neighborhood,
                                      (c.received - start).total_seconds(), served=False) for c in self.calls]
-        self._nets: dict[tuple[str, int | None], Any] = {}
-        self._reverse: dict[int, Any] = {}
+        self._nets: dict[tuple[str, int | None], RoadNetwork] = {}
+        self._reverse: dict[int, csr_matrix] = {}
         self._to_base: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._to_hosp: dict[int, np.ndarray] = {}
         self._types_of_call: dict[int, frozenset[TeamType]] = {}
@@ -432,7 +508,7 @@ class _Simulator:
     def now_dt(self, t: float) -> datetime:
         return self.start + timedelta(seconds=t)
 
-    def net(self, mode: str, when: datetime) -> Any:
+    def net(self, mode: str, when: datetime) -> RoadNetwork:
         hour = when.astimezone(TZ).hour if self.time_of_day else None
         key = (mode, hour)
         net = self._nets.get(key)
@@ -477,14 +553,14 @@ class _Simulator:
             ts.position_time = when
 
     # --- routing helpers
-    def reverse_csr(self, net: Any) -> Any:
+    def reverse_csr(self, net: RoadNetwork) -> csr_matrix:
         key = id(net.csr)
         hit = self._reverse.get(key)
         if hit is None:
             hit = self._reverse[key] = net.csr.T.tocsr()
         return hit
 
-    def to_base(self, net: Any, base_node: int) -> tuple[np.ndarray, np.ndarray]:
+    def to_base(self, net: RoadNetwork, base_node: int) -> tuple[np.ndarray, np.ndarray]:
         key = (id(net.csr), base_node)
         hit = self._to_base.get(key)
         if hit is None:
@@ -531,7 +607,7 @@ class _Simulator:
         self.refresh_positions(teams, t, when)
         res = suggest(call, teams, network=self.net(self.mode_of(call), when), rules=self.rules,
                       places=self.places, now=when, top=1)
-        if res.best is not None:
+        if res.best is not None and res.tier_index is not None:  # a best team comes with its tier
             self.dispatch_to(i, self.team_index[res.best.team_id], res.best.eta_s, int(res.tier_index), t)
             return
         self.queue.append(i)
@@ -589,7 +665,7 @@ class _Simulator:
                 self.refresh_positions(teams, t, when)
                 res = suggest(call, teams, network=self.net(self.mode_of(call), when),
                               rules=self.rules, places=self.places, now=when, top=1)
-                if res.best is not None:
+                if res.best is not None and res.tier_index is not None:  # a best team comes with its tier
                     self._unqueue(i)
                     self.dispatch_to(i, self.team_index[res.best.team_id], res.best.eta_s, int(res.tier_index), t)
                     progress = True
@@ -601,10 +677,10 @@ class _Simulator:
                         continue
                     teams = self.candidates(group)
                     self.refresh_positions(teams, t, when)
-                    res = assign([self.calls[i] for i in group], teams, network=self.net(mode, when),
-                                 rules=self.rules, places=self.places, now=when)
+                    joint = assign([self.calls[i] for i in group], teams, network=self.net(mode, when),
+                                   rules=self.rules, places=self.places, now=when)
                     by_id = {self.calls[i].call_id: i for i in group}
-                    for a in sorted(res.assignments, key=lambda a: a.call_id):
+                    for a in sorted(joint.assignments, key=lambda a: a.call_id):
                         i = by_id[a.call_id]
                         self._unqueue(i)
                         self.dispatch_to(i, self.team_index[a.team_id], a.eta_s, a.tier_index, t)
@@ -703,7 +779,7 @@ class _Simulator:
                 self.try_new_call(a, t)
                 arrivals += 1
                 if self.progress is not None and arrivals % report_every == 0:
-                    self.progress(min(1.0, t / self.horizon) if self.horizon > 0 else 1.0)
+                    self.progress(min(1.0, t / self.horizon) if self.horizon > 0 else 1.0, self._label)
             elif kind == _ON_SCENE:
                 self.on_scene(a, b, t)
             elif kind == _CLEAR:
@@ -723,10 +799,10 @@ class _Simulator:
             self._unqueue(i)
             self.outcomes[i].unserved_reason = "still waiting at the end of the run"
         if self.progress is not None:
-            self.progress(1.0)
+            self.progress(1.0, self._label)
 
 
-def _shift_intervals(team: Any, start: datetime, horizon: float) -> list[tuple[float, float]]:
+def _shift_intervals(team: Team, start: datetime, horizon: float) -> list[tuple[float, float]]:
     """On-shift intervals (seconds from ``start``) of a team, clipped to ``[0, horizon]``."""
     if team.shift is None:
         return [(0.0, horizon)]
@@ -753,13 +829,13 @@ def _shift_intervals(team: Any, start: datetime, horizon: float) -> list[tuple[f
 # ------------------------------------------------------------------------------------------ entry points
 
 
-def simulate(policy: Policy, calls: Sequence[Call], *, network: Any, places: Any = None,
+def simulate(policy: Policy, calls: Sequence[Call], *, network: RoadNetwork, places: Places | None = None,
              start: datetime | None = None, days: float | None = None, seed: int = 0,
              max_wait_s: float | None = DEFAULT_MAX_WAIT_S,
              hospitals: Sequence[tuple[str, float, float]] | None = None,
              emergent_priorities: Sequence[int] = EMERGENT_PRIORITIES, time_of_day: bool = True,
              scenario: dict[str, Any] | None = None,
-             progress: Callable[[float], None] | None = None, trace: bool = False) -> SimulationResult:
+             progress: Callable[[float, str], None] | None = None, trace: bool = False) -> SimulationResult:
     """Run the calls through a policy.
 
     Parameters
@@ -791,7 +867,8 @@ def simulate(policy: Policy, calls: Sequence[Call], *, network: Any, places: Any
     scenario
         Extra facts for the report (call source, mix...).
     progress
-        Called with the fraction of simulated time done (for a progress bar).
+        Called with the fraction of simulated time done (increasing, the last call 1.0) and a label
+        naming the run, for a progress bar; the engine draws none itself.
     trace
         Keep every status change ``(t, team_id, old, new, call_id)`` in ``result.trace`` (for tests).
 
@@ -921,3 +998,18 @@ __all__ = [
     "CallOutcome", "ComparisonResult", "SimulationResult", "TeamUsage", "compare", "default_start", "parse_start",
     "select_period", "simulate",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`simulate`.
+
+    The public API exports the function as ``routing.simulate``, but Python sets the package attribute
+    ``routing.simulate`` to this module whenever the module is first imported by its dotted name
+    (``from routing.simulate import ...``): ``rd.simulate(...)`` must work whichever came first.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SimulationResult:
+        return simulate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import overload
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -93,6 +95,11 @@ class SpeedModel:
                                field="mode")
         return self.mode_factor[mode]
 
+    @overload
+    def off_network_time_s(self, distance_m: float) -> float: ...
+    @overload
+    def off_network_time_s(self, distance_m: np.ndarray) -> np.ndarray: ...
+
     def off_network_time_s(self, distance_m: np.ndarray | float) -> np.ndarray | float:
         """Time (s) to cover a straight-line off-network distance."""
         return distance_m * self.off_network_detour / (self.off_network_speed_mph * MPH_TO_MPS)
@@ -161,7 +168,7 @@ def parse_maxspeed(value: object, bare_unit: str = "kph") -> float:
     return number * KPH_TO_MPH
 
 
-def load_speeds(path: str | Path | None = None) -> SpeedModel:
+def load_speeds(path: str | os.PathLike[str] | None = None) -> SpeedModel:
     """Read the travel-time model from TOML (default ``data/speeds.toml``).
 
     Raises

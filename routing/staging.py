@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -32,6 +33,15 @@ from routing.locate._base import (
     _covered_counts,
 )
 
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import pandas as pd
+
+    from routing.demand import DemandSurface
+    from routing.fleet import Team, TeamState
+    from routing.network import RoadNetwork
+    from routing.places import Places, Site
+
 # ============================================================================================ Boston level
 
 _OBJECTIVE_LABELS = {
@@ -42,7 +52,7 @@ _OBJECTIVE_LABELS = {
 }
 
 
-def load_candidates_csv(path: str | Path) -> list[Any]:
+def load_candidates_csv(path: str | os.PathLike[str]) -> list[Site]:
     """A planner's candidate sites: CSV with columns ``id``, ``name``, ``lat``, ``lon``.
 
     Returns
@@ -93,8 +103,8 @@ def load_candidates_csv(path: str | Path) -> list[Any]:
     return sites
 
 
-def candidate_sites(places: Any, *, kinds: Sequence[str] | None = None, extra: Sequence[Any] | None = None,
-                    candidates_csv: str | Path | None = None) -> list[Any]:
+def candidate_sites(places: Places, *, kinds: Sequence[str] | None = None, extra: Sequence[Site] | None = None,
+                    candidates_csv: str | os.PathLike[str] | None = None) -> list[Site]:
     """Real candidate sites (police, fire, hospital, community) plus a planner's.
 
     Raises
@@ -114,7 +124,7 @@ def candidate_sites(places: Any, *, kinds: Sequence[str] | None = None, extra: S
     return sites
 
 
-def today_sites(teams: Sequence[Any], team_types: Iterable[str] | str | None = None) -> list[Any]:
+def today_sites(teams: Sequence[Team | TeamState], team_types: Iterable[str] | str | None = None) -> list[Site]:
     """Today's staging: the distinct base sites of the fleet's teams (of the given types).
 
     Returns
@@ -149,26 +159,31 @@ class StagingProblem:
     ``times[i, j]`` = seconds from candidate ``j`` (off-network leg included) to network node ``i``.
     """
 
-    sites: list[Any]
+    sites: list[Site]
     times: np.ndarray = field(repr=False)
     weights: np.ndarray = field(repr=False)
     demand_description: str
     skipped: list[dict[str, str]]
-    network: Any = field(repr=False)
-    places: Any = field(repr=False)
+    network: RoadNetwork = field(repr=False)
+    places: Places = field(repr=False)
 
     def index(self, site_id: str) -> int:
         for j, s in enumerate(self.sites):
             if s.site_id == site_id:
                 return j
-        for s in self.skipped:
-            if s["site_id"] == site_id:
-                raise InvalidInput(f"site {site_id!r} cannot be used: {s['reason']}", field="site")
+        for skipped in self.skipped:
+            if skipped["site_id"] == site_id:
+                raise InvalidInput(f"site {site_id!r} cannot be used: {skipped['reason']}", field="site")
         raise NotFound(f"unknown candidate site {site_id!r}", field="site")
 
 
-def build_problem(network: Any, places: Any, *, demand: Any = None, sites: Sequence[Any] | None = None,
-                  candidates_csv: str | Path | None = None, kinds: Sequence[str] | None = None
+#: Candidate sites per block of shortest-path searches when build_problem reports progress.
+_PROGRESS_BLOCK = 32
+
+
+def build_problem(network: RoadNetwork, places: Places, *, demand: DemandSurface | None = None,
+                  sites: Sequence[Site] | None = None, candidates_csv: str | os.PathLike[str] | None = None,
+                  kinds: Sequence[str] | None = None, progress: Callable[[float, str], None] | None = None
                   ) -> StagingProblem:
     """Travel times from every candidate site to every node, with the demand weights.
 
@@ -182,12 +197,18 @@ def build_problem(network: Any, places: Any, *, demand: Any = None, sites: Seque
         Candidate sites (default: :func:`candidate_sites` with ``kinds`` and ``candidates_csv``).
     candidates_csv, kinds
         See :func:`candidate_sites` (ignored when ``sites`` is given).
+    progress
+        Called as ``progress(fraction, label)`` while the travel times are computed (the last call 1.0),
+        for a progress bar.
 
     Returns
     -------
     StagingProblem
         Sites that are off the network are left out and listed in ``skipped``.
     """
+    label = "staging: travel times"
+    if progress is not None:
+        progress(0.0, label)
     if demand is None:
         from routing.coverage import default_demand
 
@@ -207,7 +228,16 @@ def build_problem(network: Any, places: Any, *, demand: Any = None, sites: Seque
     if not ok.any():
         raise InvalidInput("no candidate site lies on the road network", field="candidates")
     kept = [s for s, good in zip(sites, ok, strict=True) if good]
-    times = (network.travel_times_from(snaps.nodes[ok]) + snaps.time_s[ok][:, None]).T
+    sources = snaps.nodes[ok]
+    if progress is None:
+        from_sites = network.travel_times_from(sources)
+    else:  # in blocks, to report between them; one search per site either way
+        blocks = []
+        for i in range(0, len(sources), _PROGRESS_BLOCK):
+            blocks.append(network.travel_times_from(sources[i:i + _PROGRESS_BLOCK]))
+            progress(0.1 + 0.9 * min(len(sources), i + _PROGRESS_BLOCK) / len(sources), label)
+        from_sites = np.vstack(blocks)
+    times = (from_sites + snaps.time_s[ok][:, None]).T
     return StagingProblem(kept, np.ascontiguousarray(times), weights, demand.description, skipped, network, places)
 
 
@@ -327,8 +357,47 @@ class StagingPlan:
                                  "properties": {**t, "role": "today"}})
         return {"type": "FeatureCollection", "features": features}
 
+    def to_frame(self) -> pd.DataFrame:
+        """One row per proposed site: the columns of ``to_dict()["sites"]`` (demand in calls a year).
 
-def _check_minutes(minutes: Any) -> float:
+        Returns
+        -------
+        pandas.DataFrame
+            Shape ``(len(sites), 9)``: ``id``, ``name``, ``kind``, ``lat``, ``lon``, ``demand_served``,
+            ``demand_covered``, ``fixed``, ``teams``.
+        """
+        from routing._frames import frame
+
+        return frame((s.to_dict() for s in self.sites), _SITE_COLUMNS)
+
+    def to_gdf(self) -> gpd.GeoDataFrame:
+        """:meth:`to_geojson` as points, EPSG:4326: proposed sites and today's (``role`` says which)."""
+        from routing._frames import geo_frame
+
+        return geo_frame(self.to_geojson())
+
+    def __repr__(self) -> str:
+        from routing._frames import minutes, share
+
+        today = ""
+        if self.comparison is not None:
+            today = (f" (today {share(self.comparison.today_covered_share)} with "
+                     f"{len(self.comparison.today_sites)} sites)")
+        return (f"<StagingPlan {self.model}: {len(self.sites)} sites, {share(self.covered_share)} of "
+                f"{self.total_demand:,.0f} calls a year within {self.minutes:g} min{today}, mean ETA "
+                f"{minutes(self.mean_eta_s)}, {self.status}>")
+
+
+_SITE_COLUMNS = ("id", "name", "kind", "lat", "lon", "demand_served", "demand_covered", "fixed", "teams")
+
+
+class _SolveOptions(TypedDict):
+    fixed_in: list[int]
+    fixed_out: list[int]
+    time_limit_s: float
+
+
+def _check_minutes(minutes: object) -> float:
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float, np.integer, np.floating)):
         raise InvalidInput(f"minutes must be a number, got {minutes!r}", field="minutes")
     m = float(minutes)
@@ -338,10 +407,10 @@ def _check_minutes(minutes: Any) -> float:
 
 
 def plan_staging(problem: StagingProblem, model: str, *, minutes: float, p: int | None = None,
-                 fixed: Sequence[str] = (), exclude: Sequence[str] = (), today: Sequence[Any] | None = None,
+                 fixed: Sequence[str] = (), exclude: Sequence[str] = (), today: Sequence[Site] | None = None,
                  team_type: str | None = None, busy_fraction: float = 0.3, allow_uncoverable: bool = False,
-                 compare_same_count: bool = True, time_limit_s: float = _DEFAULT_TIME_LIMIT_S
-                 ) -> StagingPlan:
+                 compare_same_count: bool = True, time_limit_s: float = _DEFAULT_TIME_LIMIT_S,
+                 progress: Callable[[float, str], None] | None = None) -> StagingPlan:
     """Solve one placement model for Boston and compare it with today's staging.
 
     Parameters
@@ -368,6 +437,9 @@ def plan_staging(problem: StagingProblem, model: str, *, minutes: float, p: int 
         Also solve MCLP with as many sites as today has, to show what the same resources could cover.
     time_limit_s
         Solver time limit.
+    progress
+        Called as ``progress(fraction, label)`` before and after each solve (the model, then the
+        comparison with today's staging; the last call 1.0), for a progress bar.
 
     Raises
     ------
@@ -388,15 +460,20 @@ def plan_staging(problem: StagingProblem, model: str, *, minutes: float, p: int 
     excluded_idx = [problem.index(s) for s in exclude]
     times, w = problem.times, problem.weights
     cover = times <= limit
-    common = {"fixed_in": fixed_idx, "fixed_out": excluded_idx, "time_limit_s": time_limit_s}
-    if model == "mclp":
-        result = mclp(cover, w, p, **common)  # type: ignore[arg-type]
-    elif model == "pmedian":
-        result = p_median(times, w, p, **common)  # type: ignore[arg-type]
-    elif model == "lscp":
+    common: _SolveOptions = {"fixed_in": fixed_idx, "fixed_out": excluded_idx, "time_limit_s": time_limit_s}
+    label = f"staging: {model}"
+    if progress is not None:
+        progress(0.0, label)
+    if model == "lscp":
         result = lscp(cover, w, uncoverable="ignore" if allow_uncoverable else "error", **common)
     else:
-        result = backup_coverage(cover, w, p, busy_fraction=busy_fraction, **common)  # type: ignore[arg-type]
+        assert p is not None  # every model but LSCP has p: given, or today's count (checked above)
+        if model == "mclp":
+            result = mclp(cover, w, p, **common)
+        elif model == "pmedian":
+            result = p_median(times, w, p, **common)
+        else:
+            result = backup_coverage(cover, w, p, busy_fraction=busy_fraction, **common)
     chosen = result.chosen
     sub = times[:, chosen]
     best = sub.min(axis=1)
@@ -414,8 +491,12 @@ def plan_staging(problem: StagingProblem, model: str, *, minutes: float, p: int 
              for k, j in enumerate(chosen)]
     comparison = None
     if today:
+        if progress is not None:  # the comparison solves once more (MCLP with today's count)
+            progress(0.5, label)
         comparison = _compare(problem, today, limit, covered, mean_eta, fixed_idx, excluded_idx,
                               compare_same_count, time_limit_s)
+    if progress is not None:
+        progress(1.0, label)
     stats = dict(result.stats)
     return StagingPlan(
         model=model, p=result.p, minutes=limit / 60.0, team_type=team_type, sites=sites,
@@ -428,7 +509,7 @@ def plan_staging(problem: StagingProblem, model: str, *, minutes: float, p: int 
         eta_s=best)
 
 
-def _compare(problem: StagingProblem, today: list[Any], limit: float, covered: float, mean_eta: float,
+def _compare(problem: StagingProblem, today: list[Site], limit: float, covered: float, mean_eta: float,
              fixed_idx: list[int], excluded_idx: list[int], same_count: bool, time_limit_s: float
              ) -> StagingComparison:
     from routing.coverage import Responder, eta_surface
@@ -445,6 +526,7 @@ def _compare(problem: StagingProblem, today: list[Any], limit: float, covered: f
     if same_count and len(fixed_idx) <= k <= len(problem.sites) - len(excluded_idx):
         r = mclp(problem.times <= limit, w, k, fixed_in=fixed_idx, fixed_out=excluded_idx,
                  time_limit_s=time_limit_s)
+        assert r.covered_weight is not None  # MCLP always reports it
         extra = {"model": "mclp", "p": k, "covered_share": r.covered_weight / total, "covered_demand": r.covered_weight,
                  "extra_covered_demand": r.covered_weight - today_cov,
                  "sites": [problem.sites[j].site_id for j in r.chosen], "status": r.status, "gap": r.gap}

@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routing.errors import Conflict, InvalidInput, NotFound
 from routing.fleet import (
@@ -57,6 +57,10 @@ from routing.fleet import (
 from routing.triage import Call
 from routing.validate import latlon
 from routing.validate import timestamp as validate_timestamp
+
+if TYPE_CHECKING:
+    from routing.dispatch import AssignmentResult, SuggestionResult
+    from routing.network import RoadNetwork
 
 DB_ENV = "CRISIS_DISPATCH_DB"
 DEFAULT_DB_NAME = "crisis-dispatch.db"
@@ -201,7 +205,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
                  fleet: str | os.PathLike[str] | Sequence[Team] | None = None,
-                 network: Any = None, now: datetime | None = None) -> None:
+                 network: RoadNetwork | None = None, now: datetime | None = None) -> None:
         self.path = Path(path) if path is not None else default_db_path()
         self.network = network
         self._local = threading.local()
@@ -318,7 +322,7 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _init(self, fleet: Any, now: datetime | None) -> None:
+    def _init(self, fleet: str | os.PathLike[str] | Sequence[Team] | None, now: datetime | None) -> None:
         con = self._con()
         try:
             mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -342,11 +346,11 @@ class Store:
                     con.execute("INSERT INTO decision_calls SELECT d.id, j.value FROM decisions d, "
                                 "json_each(d.call_ids) j")
                 return
-            if isinstance(fleet, (list, tuple)):
-                teams, source = list(fleet), "<in memory>"
-            else:
+            if fleet is None or isinstance(fleet, (str, os.PathLike)):
                 teams = load_fleet(fleet)
                 source = str(fleet) if fleet is not None else "data/fleet.toml"
+            else:  # any sequence of teams, as the signature says (not only a list or tuple)
+                teams, source = list(fleet), "<in memory>"
             when = _ts(validate_timestamp(now, "now") if now is not None else _now())
             recorded = _ts(_now())
             for seq, team in enumerate(teams):
@@ -388,7 +392,7 @@ class Store:
         return {r[0]: r[1] for r in self._con().execute("SELECT key, value FROM meta")}
 
     def report_position(self, team_id: str, lat: float, lon: float, at: datetime | str | None = None, *,
-                        network: Any = None, received: datetime | None = None) -> TeamState:
+                        network: RoadNetwork | None = None, received: datetime | None = None) -> TeamState:
         """Record a position report and make it the team's current position.
 
         Parameters
@@ -562,21 +566,23 @@ class Store:
                           "VALUES (?, ?, ?, ?, ?)",
                           (kind, _ts(_now()), json.dumps([c.call_id for c in calls]),
                            self._pack_inputs(con, inputs), json.dumps(result, sort_keys=True, default=str)))
+        assert cur.lastrowid is not None  # set by the INSERT
         did = int(cur.lastrowid)
         con.executemany("INSERT INTO decision_calls VALUES (?, ?)", [(did, c.call_id) for c in calls])
         return did
 
-    def record_suggestion(self, result: Any, inputs: dict[str, Any] | None = None) -> int:
+    def record_suggestion(self, result: SuggestionResult, inputs: dict[str, Any] | None = None) -> int:
         """Write a suggestion (a ``SuggestionResult``) and its inputs to the audit trail; returns its id."""
         return self.record_suggestions([result], inputs)[0]
 
-    def record_suggestions(self, results: Sequence[Any], inputs: dict[str, Any] | None = None) -> list[int]:
+    def record_suggestions(self, results: Sequence[SuggestionResult], inputs: dict[str, Any] | None = None
+                           ) -> list[int]:
         """Write many suggestions computed from the same inputs, in one transaction."""
         with self._write() as con:
             return [self._insert_decision(con, "suggestion", [r.call], _jsonable(r), inputs or {})
                     for r in results]
 
-    def record_assignment(self, result: Any, calls: Sequence[Call],
+    def record_assignment(self, result: AssignmentResult, calls: Sequence[Call],
                           inputs: dict[str, Any] | None = None) -> int:
         """Write a joint assignment (an ``AssignmentResult``), its calls and inputs; returns its id.
 
@@ -585,7 +591,7 @@ class Store:
         with self._write() as con:
             return self._insert_assignment(con, result, calls, inputs)
 
-    def _insert_assignment(self, con: sqlite3.Connection, result: Any, calls: Sequence[Call],
+    def _insert_assignment(self, con: sqlite3.Connection, result: AssignmentResult, calls: Sequence[Call],
                            inputs: dict[str, Any] | None) -> int:
         did = self._insert_decision(con, "assignment", list(calls), _jsonable(result), inputs or {})
         created = _ts(_now())
@@ -595,8 +601,8 @@ class Store:
                         (did, a.call_id, a.team_id, str(a.team_type), a.eta_s, a.tier, created))
         return did
 
-    def assign(self, result: Any, calls: Sequence[Call] | None = None, inputs: dict[str, Any] | None = None,
-               *, at: datetime | str | None = None,
+    def assign(self, result: AssignmentResult, calls: Sequence[Call] | None = None,
+               inputs: dict[str, Any] | None = None, *, at: datetime | str | None = None,
                unchanged: Mapping[str, TeamState] | None = None, received: datetime | None = None) -> int:
         """Record an assignment decision and send its teams ``en_route``, in one transaction.
 
@@ -769,7 +775,7 @@ def _same_call(stored: str, new: str) -> bool:
     return json.loads(stored) == json.loads(new)
 
 
-def _jsonable(result: Any) -> dict[str, Any]:
+def _jsonable(result: SuggestionResult | AssignmentResult | Mapping[str, Any]) -> dict[str, Any]:
     return result.to_dict() if hasattr(result, "to_dict") else dict(result)
 
 

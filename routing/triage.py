@@ -27,7 +27,7 @@ import math
 import os
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,11 +119,13 @@ class Call:
         lon = coordinate(d.get("lon"), "lon", 180)
         flags = {f: _bool(d.get(f), f) for f in FLAGS}
         priority = _priority(d.get("priority"))
-        names = {}
+        names: dict[str, str | None] = {}
         for key in ("neighborhood", "district"):
             v = d.get(key)
             names[key] = None if v in (None, "") else str(v).strip()
-        return cls(call_id, received, lat, lon, priority=priority, **flags, **names)
+        return cls(call_id, received, lat, lon, mental_health=flags["mental_health"],
+                   safety_risk=flags["safety_risk"], weapon=flags["weapon"], needs_transport=flags["needs_transport"],
+                   priority=priority, neighborhood=names["neighborhood"], district=names["district"])
 
     @property
     def klass(self) -> str:
@@ -249,7 +251,8 @@ class Rules:
 
     def chain(self, start: str) -> list[Tier]:
         """The tier named ``start`` and its fallbacks, in order."""
-        out, name = [], start
+        out: list[Tier] = []
+        name: str | None = start
         while name is not None:
             tier = self.tiers[name]
             out.append(tier)
@@ -408,7 +411,8 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
     return Rules(rules, tiers, source=str(p), **settings)
 
 
-def _check_when(when: dict[str, Any], label: str, line: int | None, bad: Any) -> None:
+def _check_when(when: dict[str, Any], label: str, line: int | None,
+                bad: Callable[[int | None, str], InvalidInput]) -> None:
     for key, value in when.items():
         if key in FLAGS:
             if not isinstance(value, bool):
@@ -430,7 +434,7 @@ def _check_when(when: dict[str, Any], label: str, line: int | None, bad: Any) ->
             raise bad(line, f"{label}: unknown condition {key!r} (allowed: {allowed})")
 
 
-def _settings(raw: Any, text: str, bad: Any) -> dict[str, Any]:
+def _settings(raw: Any, text: str, bad: Callable[[int | None, str], InvalidInput]) -> dict[str, Any]:
     lines = text.splitlines()
     start = next((i + 1 for i, ln in enumerate(lines) if re.match(r"^\s*\[\s*settings\s*\]", ln)), None)
     if not isinstance(raw, dict):

@@ -194,7 +194,7 @@ def _toml_types() -> Counter[str]:
 def test_fleet_map_offline_html_is_self_contained(places, boston, tmp_path: Path) -> None:
     now = datetime(2024, 5, 7, 18, 0, tzinfo=UTC)
     states = _fleet_states(places, now)
-    m = fleet_map(states, places=places, net=boston, now=now, offline=True)
+    m = fleet_map(states, places=places, network=boston, now=now, offline=True)
     out = base.save_map(m, tmp_path / "fleet.html", offline=True)
     page = _plain(out.read_text())
     assert remote_references(page) == []

@@ -94,7 +94,7 @@ def test_fleet_map_in_browser(browser: Chromium, out_dir: Path, places, boston) 
 
     states = [TeamState.at_base(t, NOW - timedelta(minutes=5)) for t in load_fleet(places=places)]
     states[0].status = TeamStatus.on_scene
-    html = base.save_map(fleet_map(states, places=places, net=boston, now=NOW, offline=True),
+    html = base.save_map(fleet_map(states, places=places, network=boston, now=NOW, offline=True),
                          out_dir / "fleet.html", offline=True)
     page = _assert_clean(_open(browser, html))
     types, n_teams, n_sites = _fleet_file()

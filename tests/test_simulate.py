@@ -412,6 +412,17 @@ def test_replay_call_files_and_errors(tmp_path) -> None:
         read_calls_file(good.rename(tmp_path / "calls.txt"))
 
 
+def test_progress_reports_increasing_fractions_ending_at_one(line, tmp_path) -> None:
+    steps: list[tuple[float, str]] = []
+    calls = [_call(f"c{k}", 600.0 * k, "BCD"[k % 3]) for k in range(40)]
+    _run(_policy(tmp_path, n_teams=2), calls, line, progress=lambda f, label: steps.append((f, label)))
+    fractions = [f for f, _ in steps]
+    assert len(fractions) > 2
+    assert all(a <= b for a, b in zip(fractions, fractions[1:], strict=False))
+    assert fractions[0] < 1.0 and fractions[-1] == 1.0 and all(0.0 <= f <= 1.0 for f in fractions)
+    assert {label for _, label in steps} == {"simulate tiny"}
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import types
 
 import numpy as np
 import pytest
@@ -303,6 +304,22 @@ def test_fixed_excluded_and_comparison_with_today(problem, boston):
         st.plan_staging(problem, "mclp", minutes=6, p=3, fixed=["police:Z9"])
     with pytest.raises(InvalidInput, match="larger than"):
         st.plan_staging(problem, "mclp", minutes=6, p=500)
+
+
+def test_progress_of_building_and_solving(problem, boston, places):
+    from routing.fleet import load_fleet
+
+    steps = []
+    demand = types.SimpleNamespace(weights=problem.weights, description=problem.demand_description)
+    small = st.build_problem(boston, places, demand=demand, sites=problem.sites[:70],
+                             progress=lambda f, label: steps.append((f, label)))
+    assert np.array_equal(small.times, problem.times[:, :70])  # blocks of searches, the same times
+    fractions = [f for f, _ in steps]
+    assert len(fractions) == 4 and fractions == sorted(fractions) and fractions[-1] == 1.0  # 0, 3 blocks
+    steps.clear()
+    today = st.today_sites(load_fleet(), "co_response")
+    st.plan_staging(problem, "mclp", minutes=6, p=3, today=today, progress=lambda f, label: steps.append((f, label)))
+    assert steps == [(0.0, "staging: mclp"), (0.5, "staging: mclp"), (1.0, "staging: mclp")]
 
 
 def test_planner_candidates_csv(tmp_path, places):

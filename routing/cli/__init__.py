@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from routing.errors import CrisisDispatchError, InvalidInput
 
@@ -26,13 +26,14 @@ _COMMAND_MODULES = (
     "routing.cli.planning",
     "routing.cli.maps",
     "routing.cli.simulate",
+    "routing.cli.sweep",
     "routing.cli.serve",
     "routing.cli.data",
 )
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other user error
         self.exit(2, f"error: {message}\n")
 
 
@@ -143,6 +144,46 @@ def emit(args: argparse.Namespace, result: Any, text: Callable[[Any], str] | str
         sys.stdout.write("\n")
     else:
         sys.stdout.write((text if isinstance(text, str) else text(result)).rstrip("\n") + "\n")
+
+
+class ProgressBar:
+    """The engine's ``progress(fraction, label)`` callback drawn as tqdm bars on stderr, one bar per label.
+
+    The engine only reports fractions; drawing is the front end's business, so tqdm is imported here,
+    when the first step is reported, and never by ``--help``.
+    """
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._label: str | None = None
+
+    def __call__(self, fraction: float, label: str) -> None:
+        if label != self._label:
+            self.close()
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=100, desc=label, file=sys.stderr, leave=True, dynamic_ncols=True,
+                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+            self._label = label
+        bar = self._bar
+        done = min(100.0, max(0.0, fraction * 100.0))
+        if done > bar.n:
+            bar.update(done - bar.n)
+        if fraction >= 1.0:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._bar, self._label = None, None
+
+
+def progress_for(args: argparse.Namespace) -> ProgressBar | None:
+    """A progress bar for long work, or ``None`` (quiet) with ``--json``, ``--no-progress`` or when
+    stderr is not a terminal: piped or logged output gets no carriage-return noise."""
+    if getattr(args, "json", False) or getattr(args, "no_progress", False) or not sys.stderr.isatty():
+        return None
+    return ProgressBar()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,17 +17,23 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from routing.cli import emit, number_arg, offline_requested, parse_latlon, time_arg, to_jsonable
 from routing.cli.network import add_network_args, network_from_args, speeds_line
-from routing.dispatch import AssignmentResult, SuggestionResult, assign, decision_inputs, suggest
 from routing.errors import InvalidInput
-from routing.eta import warm_up
+
+# Only standard-library engine modules at the top (the parser needs their names); the network and
+# the solvers are imported by the commands that use them, so that --help starts fast.
 from routing.fleet import DEFAULT_TIMEZONE, TeamState, TeamStatus, load_fleet
 from routing.store import Store, clock_ahead_s, default_db_path
 from routing.triage import FLAGS, Call, calls_from_records, load_rules
+
+if TYPE_CHECKING:
+    from routing.dispatch import AssignmentResult, SuggestionResult
+    from routing.network import RoadNetwork
+    from routing.places import Places
 
 #: Sample calls for ``demo`` (and tests): one or more of each class, in different neighbourhoods, at
 #: the coordinates of real public buildings taken from the shared data files (named in ``where``).
@@ -101,7 +107,7 @@ def add_rules(parser: argparse.ArgumentParser) -> None:
                              "this time")
 
 
-def _store(args: argparse.Namespace, network: Any = None) -> Store:
+def _store(args: argparse.Namespace, network: RoadNetwork | None = None) -> Store:
     return Store(args.db, fleet=args.fleet, network=network)
 
 
@@ -225,7 +231,8 @@ def _fleet_position(args: argparse.Namespace) -> int:
     network = network_from_args(args)
     store = _store(args, network)
     received = datetime.now(UTC)
-    state = store.report_position(args.team, *args.latlon, at=args.at, received=received)
+    lat, lon = args.latlon
+    state = store.report_position(args.team, lat, lon, at=args.at, received=received)
     emit(args, _clock_answer(state, args.at, received),
          lambda d: f"{d['team_id']}: position {d['lat']:.6f}, {d['lon']:.6f} at {d['position_time']}"
                    + (f"\nnote: {d['note']}" if d["note"] else ""))
@@ -350,6 +357,8 @@ def _suggest(args: argparse.Namespace) -> int:
     # One decision time for the whole command: shifts, staleness and speeds (not each call's `received`).
     now = args.at or datetime.now(UTC)
     calls = read_calls(args.calls, default_received=now) if args.calls else [single_call(args)]
+    from routing.dispatch import decision_inputs, suggest
+    from routing.eta import warm_up
     from routing.places import load_places
 
     network = network_from_args(args, at=now)
@@ -441,6 +450,7 @@ def _suggestion_text(r: SuggestionResult, top: int | None = None, where: str | N
 def _assign(args: argparse.Namespace) -> int:
     now = args.at or datetime.now(UTC)
     calls = read_calls(args.calls, default_received=now)
+    from routing.dispatch import assign, decision_inputs
     from routing.places import load_places
 
     network = network_from_args(args, at=now)
@@ -481,6 +491,7 @@ def _assignment_text(r: AssignmentResult) -> str:
 # ---------------------------------------------------------------------------------------------- demo
 
 def _demo(args: argparse.Namespace) -> int:
+    from routing.dispatch import decision_inputs, suggest
     from routing.places import load_places
 
     now = args.at or datetime.now(UTC)
@@ -529,8 +540,8 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_map(args: argparse.Namespace, results: list[SuggestionResult], teams: list[TeamState], places: Any,
-               network: Any, now: datetime) -> str:
+def _write_map(args: argparse.Namespace, results: list[SuggestionResult], teams: list[TeamState],
+               places: Places | None, network: RoadNetwork, now: datetime) -> str:
     """Write the demo's dispatch map; returns where it went."""
     from maps.base import save_map
     from maps.dispatch import dispatch_map

@@ -129,7 +129,7 @@ def _fleet(args: argparse.Namespace) -> int:
     from routing.triage import load_rules
 
     stale_after = args.stale_after if args.stale_after is not None else load_rules(args.rules).stale_after_s
-    m = fleet_map(states, places=places, net=network, now=now, offline=offline, stale_after_s=stale_after)
+    m = fleet_map(states, places=places, network=network, now=now, offline=offline, stale_after_s=stale_after)
     path = save_map(m, args.out, offline=offline)
     return _written(args, "fleet", path, offline, {"teams": len(states)}, network.profile)
 

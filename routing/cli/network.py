@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from routing.cli import emit, number_arg, parse_latlon, time_arg, write_json_file
-from routing.network import RoadNetwork, load_network
+from routing.cli import emit, number_arg, parse_latlon, progress_for, time_arg, write_json_file
+
+if TYPE_CHECKING:  # the engine is imported by the commands that run, so that --help starts fast
+    from routing.network import RoadNetwork
 
 #: Help of ``--at`` where the command has no other use for it than the speeds.
 AT_HELP = ("decision time: ISO 8601 with offset, or HH:MM today in Boston (default: now); its local hour "
@@ -49,8 +51,10 @@ def network_from_args(args: argparse.Namespace, at: datetime | None = None) -> R
     (``at``, a command's resolved "now", else ``--at``, else now) unless ``--hour`` is given. Its
     ``profile`` says which mode and hour were used, and why.
     """
+    from routing.network import load_network
+
     network = load_network(args.data, source=args.source, speeds=args.speeds,
-                           boundary=getattr(args, "boundary", None))
+                           boundary=getattr(args, "boundary", None), progress=progress_for(args))
     when = at if at is not None else getattr(args, "at", None)
     return network.for_time(when, mode=getattr(args, "mode", None), hour=getattr(args, "hour", None))
 
@@ -114,7 +118,8 @@ def _isochrone(args: argparse.Namespace) -> int:
     import shapely
 
     network = network_from_args(args)
-    polygon = network.isochrone(*args.origin, args.minutes * 60)
+    lat, lon = args.origin
+    polygon = network.isochrone(lat, lon, args.minutes * 60)
     feature = {"type": "Feature", "geometry": json.loads(shapely.to_geojson(polygon)),
                "properties": {"minutes": args.minutes, "from": list(args.origin), "profile": network.profile}}
     emit(args, feature)

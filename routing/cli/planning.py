@@ -17,11 +17,24 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from routing.cli import emit, number_arg, time_arg, write_json_file
+from routing.cli import emit, number_arg, progress_for, time_arg, write_json_file
 from routing.errors import InvalidInput
 
+if TYPE_CHECKING:  # types only: the CLI imports the engine where a command needs it
+    from collections.abc import Sequence
+
+    from routing.coverage import CoverageResult
+    from routing.demand import DemandSurface
+    from routing.fleet import Team, TeamState
+    from routing.network import RoadNetwork
+    from routing.places import Places, Site
+    from routing.staging import StagingPlan
+
+#: ``routing.staging.MODELS``, spelled out so that ``stage --help`` does not import the solvers (a test
+#: checks they agree).
+STAGING_MODELS = ("mclp", "pmedian", "lscp", "backup")
 #: Team types that answer mental-health calls: today's staging for ``stage`` without ``--team-type``.
 CRISIS_TEAM_TYPES = ("co_response", "emt_clinician", "community")
 _CALL_FLAGS = ("mental_health", "safety_risk", "weapon", "needs_transport")
@@ -106,9 +119,8 @@ def add_coverage_args(parser: argparse.ArgumentParser) -> None:
 def add_staging_args(parser: argparse.ArgumentParser) -> None:
     """Options of ``stage`` (also used by ``map staging``)."""
     from routing.cli.network import add_network_args
-    from routing.staging import MODELS
 
-    parser.add_argument("--model", choices=MODELS, default="mclp",
+    parser.add_argument("--model", choices=STAGING_MODELS, default="mclp",
                         help="mclp: most demand within T with P sites; pmedian: least demand-weighted travel "
                              "time; lscp: fewest sites covering all demand within T; backup: MEXCLP, demand "
                              "covered twice counts (busy teams). Default mclp")
@@ -167,7 +179,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 # ---------------------------------------------------------------------------------------------- builders
 
-def _context(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+def _context(args: argparse.Namespace) -> tuple[RoadNetwork, Places, DemandSurface]:
     from routing.cli.network import network_from_args
     from routing.coverage import default_demand
     from routing.demand import demand_from_csv, load_demand
@@ -190,7 +202,7 @@ def _context(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     return network, places, demand
 
 
-def coverage_result_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+def coverage_result_from_args(args: argparse.Namespace) -> tuple[CoverageResult, dict[str, Any]]:
     """Run ``coverage`` from parsed options; returns (CoverageResult, context for maps)."""
     from routing.coverage import eligible_team_types, fleet_coverage
     from routing.fleet import load_fleet
@@ -204,7 +216,7 @@ def coverage_result_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, 
         team_types = eligible_team_types(load_rules(args.rules), **args.call_class)
         mental_health = args.call_class["mental_health"]
     if args.from_staging:
-        teams: list[Any] = load_fleet(args.fleet, places=places)
+        teams: Sequence[Team | TeamState] = load_fleet(args.fleet, places=places)
     else:
         from routing.store import Store
 
@@ -215,7 +227,7 @@ def coverage_result_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, 
     return result, {"places": places, "network": network, "demand": demand}
 
 
-def _today(args: argparse.Namespace, places: Any) -> tuple[list[Any], str | None]:
+def _today(args: argparse.Namespace, places: Places) -> tuple[list[Site], str | None]:
     from routing.fleet import load_fleet, parse_team_type
     from routing.staging import today_sites
 
@@ -224,7 +236,7 @@ def _today(args: argparse.Namespace, places: Any) -> tuple[list[Any], str | None
     return today_sites(teams, team_type or list(CRISIS_TEAM_TYPES)), team_type
 
 
-def staging_result_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+def staging_result_from_args(args: argparse.Namespace) -> tuple[StagingPlan, dict[str, Any]]:
     """Run ``stage`` from parsed options; returns (StagingPlan, context for maps)."""
     from routing.staging import build_problem, plan_staging
 
@@ -232,7 +244,9 @@ def staging_result_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, A
         raise InvalidInput("--minutes T is required", field="minutes")
     network, places, demand = _context(args)
     today, team_type = _today(args, places)
-    problem = build_problem(network, places, demand=demand, candidates_csv=args.candidates, kinds=args.kinds)
+    progress = progress_for(args)
+    problem = build_problem(network, places, demand=demand, candidates_csv=args.candidates, kinds=args.kinds,
+                            progress=progress)
     p = args.sites
     if p is None and args.model != "lscp":
         if not today:
@@ -243,7 +257,8 @@ def staging_result_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, A
         plan = plan_staging(problem, args.model, minutes=args.minutes, p=p, fixed=args.fixed,
                             exclude=args.exclude, today=None if args.no_compare else today,
                             team_type=team_type, busy_fraction=args.busy_fraction,
-                            allow_uncoverable=args.allow_uncoverable, time_limit_s=args.time_limit)
+                            allow_uncoverable=args.allow_uncoverable, time_limit_s=args.time_limit,
+                            progress=progress)
     except InvalidInput as exc:
         if args.model == "lscp" and "LSCP is infeasible" in exc.message:
             raise InvalidInput(exc.message + "; or pass --allow-uncoverable", field=exc.field) from None
@@ -294,7 +309,7 @@ def _coverage(args: argparse.Namespace) -> int:
     if args.geojson:
         _write_geojson(args.geojson, result.to_geojson(args.geojson_level))
 
-    def text(r: Any) -> str:
+    def text(r: CoverageResult) -> str:
         lines = [f"{r.label}: {len(r.responders)} team(s), standard {r.minutes:g} min",
                  f"covered: {r.overall_covered_share:.1%} of {r.total_demand:,.0f} calls a year; "
                  f"median ETA {_fmt_s(r.median_eta_s).strip()} min, p90 {_fmt_s(r.p90_eta_s).strip()} min", "",
@@ -331,7 +346,7 @@ def _stage(args: argparse.Namespace) -> int:
     if args.geojson:
         _write_geojson(args.geojson, plan.to_geojson())
 
-    def text(p: Any) -> str:
+    def text(p: StagingPlan) -> str:
         gap = "" if p.gap is None else f", gap {p.gap:.2%}"
         lines = [f"{p.model}: {p.p} site(s), standard {p.minutes:g} min, {p.status}{gap}, solved in {p.solve_s:.2f} s",
                  f"objective ({p.objective_label}): {p.objective:,.1f}",
@@ -347,9 +362,9 @@ def _stage(args: argparse.Namespace) -> int:
                           f"proposed: {c.proposed_covered_share:.1%} "
                           f"({c.proposed_covered_demand - c.today_covered_demand:+,.0f} calls a year)"]
             if c.same_count is not None:
-                s = c.same_count
-                lines.append(f"with today's number of sites ({s['p']}) placed by MCLP: {s['covered_share']:.1%} "
-                             f"({s['extra_covered_demand']:+,.0f} calls a year)")
+                same = c.same_count
+                lines.append(f"with today's number of sites ({same['p']}) placed by MCLP: {same['covered_share']:.1%} "
+                             f"({same['extra_covered_demand']:+,.0f} calls a year)")
         return "\n".join(lines)
 
     profile = context["network"].profile

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from routing.arrivals import CallMix, generate_calls, load_arrival_model, read_calls_file
-from routing.cli import emit, number_arg, write_json_file
-from routing.config import require_data_dir
+from routing.cli import emit, number_arg, progress_for, write_json_file
 from routing.errors import InvalidInput
-from routing.network import load_network
-from routing.places import load_places
-from routing.policy import available_policies, load_policy
-from routing.simulate import (
-    DEFAULT_MAX_WAIT_S,
-    ComparisonResult,
-    SimulationResult,
-    default_start,
-    parse_start,
-    select_period,
-    simulate,
-)
+from routing.policy import available_policies
+
+if TYPE_CHECKING:  # the simulation is imported when it runs, so that --help starts fast
+    from routing.simulate import ComparisonResult, SimulationResult
+
+# Defaults shown in --help, spelled out so that building the parser does not import the engine's
+# NumPy/SciPy modules; a test checks they equal routing.arrivals.CallMix() and
+# routing.simulate.DEFAULT_MAX_WAIT_S.
+MH_PER_YEAR = 10_000.0
+MEDICAL_PER_YEAR = 7_900.0
+OTHER_PER_YEAR = 7_000.0
+MAX_WAIT_MIN = 120.0
 
 _positive = number_arg(float, low=0, low_open=True, what="a positive number")
 
@@ -37,6 +34,8 @@ _seed = number_arg(int, low=0, what="a non-negative integer seed")
 
 
 def _start(text: str) -> Any:
+    from routing.simulate import parse_start
+
     try:
         return parse_start(text)
     except InvalidInput as exc:
@@ -66,17 +65,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--calls", metavar="FILE",
                    help="replay calls from FILE (.json/.jsonl/.csv of calls, or BPD incident CSV, optionally .gz)")
     mix = p.add_argument_group("call volumes (demand model; see routing.arrivals.CallMix for sources)")
-    defaults = CallMix()
     mix.add_argument("--scale", type=_non_negative, default=1.0, help="multiply every volume (default 1)")
-    mix.add_argument("--mh-per-year", type=_non_negative, default=defaults.mh_per_year,
-                     help=f"mental-health calls a year (default {defaults.mh_per_year:,.0f})")
-    mix.add_argument("--medical-per-year", type=_non_negative, default=defaults.medical_per_year,
-                     help=f"non-mental-health medical calls a year (default {defaults.medical_per_year:,.0f})")
-    mix.add_argument("--other-per-year", type=_non_negative, default=defaults.other_per_year,
-                     help=f"other police-led calls a year (default {defaults.other_per_year:,.0f})")
-    p.add_argument("--max-wait", type=_non_negative, default=DEFAULT_MAX_WAIT_S / 60, metavar="MIN",
+    mix.add_argument("--mh-per-year", type=_non_negative, default=MH_PER_YEAR,
+                     help=f"mental-health calls a year (default {MH_PER_YEAR:,.0f})")
+    mix.add_argument("--medical-per-year", type=_non_negative, default=MEDICAL_PER_YEAR,
+                     help=f"non-mental-health medical calls a year (default {MEDICAL_PER_YEAR:,.0f})")
+    mix.add_argument("--other-per-year", type=_non_negative, default=OTHER_PER_YEAR,
+                     help=f"other police-led calls a year (default {OTHER_PER_YEAR:,.0f})")
+    p.add_argument("--max-wait", type=_non_negative, default=MAX_WAIT_MIN, metavar="MIN",
                    help="a call waiting this long with no eligible team is reported unserved "
-                        f"(default {DEFAULT_MAX_WAIT_S / 60:.0f}; 0 = wait as long as it takes)")
+                        f"(default {MAX_WAIT_MIN:.0f}; 0 = wait as long as it takes)")
     p.add_argument("--no-traffic", action="store_true",
                    help="drive at off-peak speeds all day (default: hour-of-day speed factors)")
     p.add_argument("--records", metavar="CSV", help="also write one row per call (times, team, outcome)")
@@ -87,39 +85,31 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--boundary", metavar="FILE", help="service-area polygon for --source (as for 'route')")
     p.add_argument("--speeds", metavar="TOML", help="travel-time model (default: data/speeds.toml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    rep = p.add_argument_group("replications (routing.experiments; figures defined in docs/METRICS.md)")
+    rep.add_argument("--replications", type=number_arg(int, low=1, what="a positive integer"), default=1,
+                     metavar="N", help="run N replications (seeds SEED..SEED+N-1, the same for every policy) "
+                                       "and give every figure with its 95 %% confidence interval")
+    rep.add_argument("--report", metavar="FILE.html",
+                     help="write an offline HTML report with plots (PNGs also written beside it)")
+    rep.add_argument("--standards", metavar="TOML",
+                     help="response-time standards for the late share (default: data/time_standards.toml)")
     p.set_defaults(func=_simulate)
 
 
-class _Progress:
-    """A one-line progress bar on stderr (only on a terminal)."""
-
-    def __init__(self, label: str, enabled: bool) -> None:
-        self.label = label
-        self.enabled = enabled
-        self.started = time.perf_counter()
-        self.last = -1
-
-    def __call__(self, fraction: float) -> None:
-        if not self.enabled:
-            return
-        pct = int(fraction * 100)
-        if pct == self.last:
-            return
-        self.last = pct
-        width = 30
-        done = int(width * fraction)
-        elapsed = time.perf_counter() - self.started
-        sys.stderr.write(f"\r{self.label:<22} [{'#' * done}{'.' * (width - done)}] {pct:3d}%  {elapsed:6.1f} s")
-        if fraction >= 1.0:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
 def _simulate(args: argparse.Namespace) -> int:
+    from routing.arrivals import CallMix, generate_calls, load_arrival_model, read_calls_file
+    from routing.config import require_data_dir
+    from routing.network import load_network
+    from routing.places import load_places
+    from routing.policy import load_policy
+    from routing.simulate import ComparisonResult, default_start, select_period, simulate
+
     if args.compare is not None and len(args.compare) < 2:
         raise InvalidInput("--compare needs at least two policies", field="compare")
     data_dir = require_data_dir(args.data)
-    network = load_network(data_dir, source=args.source, speeds=args.speeds, boundary=args.boundary)
+    progress = progress_for(args)
+    network = load_network(data_dir, source=args.source, speeds=args.speeds, boundary=args.boundary,
+                           progress=progress)
     places = load_places(data_dir)
     names = args.compare if args.compare is not None else [args.policy]
     policies = [load_policy(n, places=places, fleet=args.fleet, rules=args.rules) for n in names]
@@ -135,12 +125,17 @@ def _simulate(args: argparse.Namespace) -> int:
         model = load_arrival_model(data_dir, network=network, places=places)
         calls = generate_calls(model, mix, start=start, days=days, seed=args.seed)
         scenario = {"calls_source": {"model": model.source, "mix": mix.to_dict()}}
-    show = sys.stderr.isatty() and not args.json and not args.no_progress
     max_wait = args.max_wait * 60 if args.max_wait > 0 else None
+    if args.replications > 1 or args.report:
+        from routing.cli import _experiments
+
+        return _experiments.run(args, policies=policies, network=network, places=places,
+                                model=None if args.calls else model, mix=mix, calls=calls if args.calls else None,
+                                start=start, days=days, max_wait_s=max_wait, scenario=scenario)
     kwargs = dict(network=network, places=places, start=start, days=days, seed=args.seed, max_wait_s=max_wait,
                   time_of_day=not args.no_traffic, scenario=scenario)
     started = time.perf_counter()
-    results = [simulate(policy, calls, progress=_Progress(policy.name, show), **kwargs) for policy in policies]
+    results = [simulate(policy, calls, progress=progress, **kwargs) for policy in policies]
     wall = time.perf_counter() - started
     if args.records:
         _write_records(args.records, results)
@@ -238,8 +233,10 @@ def _compare_text(result: ComparisonResult) -> str:
     ]
     types = sorted({k for s in summaries for k in s["utilisation"]["by_team_type"]})
     for t in types:
-        rows.append((f"utilisation {t}", lambda s, t=t: _pct(
-            s["utilisation"]["by_team_type"].get(t, {}).get("utilisation"))))
+        def utilisation(s: dict[str, Any], t: str = t) -> str:
+            return _pct(s["utilisation"]["by_team_type"].get(t, {}).get("utilisation"))
+
+        rows.append((f"utilisation {t}", utilisation))
     first = summaries[0]["scenario"]
     lines = [f"{first['days']:g} days from {first['start']}, seed {first['seed']}, same calls for every policy",
              f"{'':<26}" + "".join(f"{n:>{width + 2}}" for n in names)]

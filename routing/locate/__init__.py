@@ -42,18 +42,22 @@ Why they are fast
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routing.errors import InvalidInput
 from routing.locate._base import MODELS, OPTIMALITY_TOLERANCE, PlacementResult, coverage_matrix
 from routing.locate.coverage import backup_coverage, lscp, mclp
 from routing.locate.p_median import p_median
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
 __all__ = ["MODELS", "OPTIMALITY_TOLERANCE", "PlacementResult", "backup_coverage", "coverage_matrix", "lscp", "mclp",
            "p_median", "solve"]
 
 
-def solve(model: str, matrix: Any, weights: Any, p: int | None = None, **kwargs: Any) -> PlacementResult:
+def solve(model: str, matrix: npt.ArrayLike, weights: npt.ArrayLike | None, p: int | None = None, **kwargs: Any
+          ) -> PlacementResult:
     """Run one model by name (``mclp``, ``pmedian``, ``lscp``, ``backup``).
 
     ``matrix`` is a coverage matrix for the coverage models and a cost matrix for p-median.

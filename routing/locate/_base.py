@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from routing.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    import pandas as pd
 
 MODELS = ("mclp", "pmedian", "lscp", "backup")
 
@@ -110,6 +114,26 @@ class PlacementResult:
             "stats": dict(self.stats),
         }
 
+    def to_frame(self) -> pd.DataFrame:
+        """One row per chosen candidate: ``candidate`` (its column in the matrix) and ``teams`` there.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Shape ``(len(chosen), 2)``, in the order of ``chosen`` (ascending column).
+        """
+        from routing._frames import frame
+
+        teams = self.teams_per_site or [1] * len(self.chosen)
+        return frame(({"candidate": int(j), "teams": int(t)} for j, t in zip(self.chosen, teams, strict=True)),
+                     ("candidate", "teams"))
+
+    def __repr__(self) -> str:
+        covered = "" if self.covered_share is None else f", {self.covered_share:.1%} covered"
+        gap = "" if self.gap is None else f", gap {self.gap:.2%}"
+        return (f"<PlacementResult {self.model}: {self.p} sites{covered}, objective {self.objective:,.6g}, "
+                f"{self.status}{gap}, {self.solve_s:.2f} s>")
+
 
 # ============================================================================================ validation
 
@@ -124,7 +148,7 @@ class _Prepared:
     p: int
 
 
-def _as_matrix(matrix: Any, name: str) -> np.ndarray:
+def _as_matrix(matrix: npt.ArrayLike, name: str) -> np.ndarray:
     try:
         arr = np.asarray(matrix)
     except (TypeError, ValueError):
@@ -146,7 +170,7 @@ def _as_matrix(matrix: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _as_coverage(coverage: Any) -> np.ndarray:
+def _as_coverage(coverage: npt.ArrayLike) -> np.ndarray:
     arr = _as_matrix(coverage, "coverage")
     if arr.dtype == bool:
         return arr
@@ -156,7 +180,7 @@ def _as_coverage(coverage: Any) -> np.ndarray:
     return arr.astype(bool)
 
 
-def _as_cost(cost: Any) -> np.ndarray:
+def _as_cost(cost: npt.ArrayLike) -> np.ndarray:
     arr = _as_matrix(cost, "cost").astype(float)
     if (arr < 0).any():
         raise InvalidInput("cost must be non-negative", field="cost")
@@ -178,7 +202,7 @@ def _as_index_set(values: Iterable[int] | None, m: int, name: str) -> np.ndarray
     return np.unique(np.asarray(out, dtype=np.int64))
 
 
-def _prepare(n: int, m: int, weights: Any, p: int | None, fixed_in: Iterable[int] | None,
+def _prepare(n: int, m: int, weights: npt.ArrayLike | None, p: int | None, fixed_in: Iterable[int] | None,
              fixed_out: Iterable[int] | None, *, need_p: bool = True, per_site: int = 1) -> _Prepared:
     if weights is None:
         w = np.ones(n)
@@ -253,8 +277,10 @@ class _Mip:
         self._mb = mb
         self.model = mb.Model()
         helper = self.model.helper
-        helper.fill_model_from_sparse_data(lb.astype(float), ub.astype(float), obj.astype(float),
-                                           row_lb.astype(float), row_ub.astype(float),
+        # The pybind11 stub spells the arrays numpy.ndarray[numpy.float64[m, 1]], which mypy reads as a
+        # shape of float64: any 1-D float array is what the C++ side takes.
+        helper.fill_model_from_sparse_data(lb.astype(float), ub.astype(float), obj.astype(float),  # type: ignore[arg-type]
+                                           row_lb.astype(float), row_ub.astype(float),  # type: ignore[arg-type]
                                            sp.csr_matrix(matrix, dtype=float))
         for j in np.flatnonzero(integer):
             helper.set_var_integrality(int(j), True)
@@ -290,7 +316,7 @@ def _time_left(start: float, limit: float) -> float:
 # ============================================================================================ helpers
 
 
-def coverage_matrix(cost: Any, limit: float) -> np.ndarray:
+def coverage_matrix(cost: npt.ArrayLike, limit: float) -> np.ndarray:
     """Boolean coverage matrix: ``cost <= limit`` (``inf`` never covers).
 
     Parameters
@@ -327,8 +353,9 @@ class _BendersOutcome:
     counters: dict[str, Any]
 
 
-def _benders(evaluate: Any, m: int, p: int, lb: np.ndarray, ub: np.ndarray, y0: np.ndarray,
-             theta_lb: np.ndarray, start: float, time_limit_s: float) -> _BendersOutcome:
+def _benders(evaluate: Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray]], m: int, p: int,
+             lb: np.ndarray, ub: np.ndarray, y0: np.ndarray, theta_lb: np.ndarray, start: float,
+             time_limit_s: float) -> _BendersOutcome:
     """Minimise a convex piecewise-linear ``F(y) = sum_g F_g(y)`` over ``sum y = p``, ``lb <= y <= ub``
     integer, given ``evaluate(y) -> (F(y), const_g, coef_g)`` with valid cuts
     ``theta_g >= const_g + coef_g . y`` tight at ``y``.

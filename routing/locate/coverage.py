@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,10 +28,13 @@ from routing.locate._base import (
     _time_left,
 )
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
 # ============================================================================================ MCLP
 
 
-def mclp(coverage: Any, weights: Any, p: int, *, fixed_in: Iterable[int] | None = None,
+def mclp(coverage: npt.ArrayLike, weights: npt.ArrayLike | None, p: int, *, fixed_in: Iterable[int] | None = None,
          fixed_out: Iterable[int] | None = None, time_limit_s: float = _DEFAULT_TIME_LIMIT_S
          ) -> PlacementResult:
     """Maximal covering location problem (Church & ReVelle 1974).
@@ -70,7 +73,7 @@ def mclp(coverage: Any, weights: Any, p: int, *, fixed_in: Iterable[int] | None 
 # ============================================================================================ LSCP
 
 
-def lscp(coverage: Any, weights: Any = None, *, fixed_in: Iterable[int] | None = None,
+def lscp(coverage: npt.ArrayLike, weights: npt.ArrayLike | None = None, *, fixed_in: Iterable[int] | None = None,
          fixed_out: Iterable[int] | None = None, uncoverable: str = "error",
          time_limit_s: float = _DEFAULT_TIME_LIMIT_S) -> PlacementResult:
     """Location set covering problem (Toregas et al. 1971): fewest candidates covering all demand.
@@ -144,6 +147,7 @@ def lscp(coverage: Any, weights: Any = None, *, fixed_in: Iterable[int] | None =
             bound = None
         else:
             chosen_free = free[np.flatnonzero(values > 0.5)].tolist()
+            assert bound is not None  # a solution comes with its bound (_Mip.solve)
             bound = bound + prep.fixed_in.size
     chosen = sorted(set(prep.fixed_in.tolist()) | set(chosen_free))
     counts = _covered_counts(cov, chosen)
@@ -165,7 +169,7 @@ def lscp(coverage: Any, weights: Any = None, *, fixed_in: Iterable[int] | None =
 # ============================================================================================ backup
 
 
-def backup_coverage(coverage: Any, weights: Any, p: int, *, busy_fraction: float = 0.3,
+def backup_coverage(coverage: npt.ArrayLike, weights: npt.ArrayLike | None, p: int, *, busy_fraction: float = 0.3,
                     max_per_site: int = 1, fixed_in: Iterable[int] | None = None,
                     fixed_out: Iterable[int] | None = None, time_limit_s: float = _DEFAULT_TIME_LIMIT_S
                     ) -> PlacementResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,10 +22,13 @@ from routing.locate._base import (
     _status,
 )
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
 # ============================================================================================ p-median
 
 
-def p_median(cost: Any, weights: Any, p: int, *, fixed_in: Iterable[int] | None = None,
+def p_median(cost: npt.ArrayLike, weights: npt.ArrayLike | None, p: int, *, fixed_in: Iterable[int] | None = None,
              fixed_out: Iterable[int] | None = None, time_limit_s: float = _DEFAULT_TIME_LIMIT_S
              ) -> PlacementResult:
     """p-median (Hakimi 1964): minimise the demand-weighted cost to the nearest chosen candidate.
@@ -82,7 +85,8 @@ def p_median(cost: Any, weights: Any, p: int, *, fixed_in: Iterable[int] | None 
         y = np.zeros(allowed.size)
         y[fixed_local if k_free == 0 else np.arange(allowed.size)] = 1.0
         chosen_local = np.flatnonzero(y > 0.5)
-        lower, solver_status, iters = None, "trivial", {}
+        iters: dict[str, Any] = {}
+        lower, solver_status = None, "trivial"
     else:
         chosen_local, lower, solver_status, iters = _pmedian_benders(sub, w[active], prep.p, fixed_local,
                                                                       start, time_limit_s, stats)

@@ -37,7 +37,7 @@ from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
@@ -63,6 +63,14 @@ from routing.fleet import DISPATCHABLE, TeamState, TeamStatus, TeamType
 from routing.service.auth import Permission, Principal, Role, TokenTable, parse_bearer
 from routing.store import Store, clock_ahead_s
 from routing.validate import timestamp as validate_timestamp
+
+if TYPE_CHECKING:
+    from routing.coverage import CoverageResult
+    from routing.demand import DemandSurface
+    from routing.dispatch import Assignment
+    from routing.network import RoadNetwork
+    from routing.places import Places
+    from routing.triage import Call, Rules
 
 __all__ = ["create_app", "ServiceState", "GroupCommitStore", "GroupWriter", "team_view", "authorize", "MAX_BODY_BYTES"]
 
@@ -177,11 +185,11 @@ class ServiceState:
     """Everything loaded once at startup and shared by the requests."""
 
     store: Store
-    network: Any
-    places: Any
-    rules: Any
+    network: RoadNetwork
+    places: Places | None
+    rules: Rules
     tokens: TokenTable | None
-    demand: Any = None
+    demand: DemandSurface | None = None
     write_group: int = 256
     started: float = field(default_factory=time.time)
     writer: GroupWriter = field(init=False)
@@ -523,7 +531,7 @@ def _clock_view(ts: TeamState, stated: datetime | None, received: datetime) -> d
     return out
 
 
-def _network_at(state: ServiceState, when: datetime | None) -> Any:
+def _network_at(state: ServiceState, when: datetime | None) -> RoadNetwork:
     """The road network with the speeds of a request's decision time (the service's mode, its local hour)."""
     return state.network.for_time(when or datetime.now(UTC), mode=state.network.profile.get("mode"))
 
@@ -534,7 +542,7 @@ def _position_view(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _renamed(exc: CrisisDispatchError, names: Mapping[str, str]) -> CrisisDispatchError:
     """The same error with its field named as the HTTP body names it (the store says ``at``)."""
-    if exc.field in names:
+    if exc.field is not None and exc.field in names:
         exc.field = names[exc.field]
     return exc
 
@@ -550,8 +558,8 @@ def create_app(
     auth: bool = True,
     fleet: str | os.PathLike[str] | None = None,
     rules: str | os.PathLike[str] | None = None,
-    network: Any = None,
-    places: Any = None,
+    network: RoadNetwork | None = None,
+    places: Places | None = None,
     source: str | None = None,
     speeds: str | None = None,
     mode: str | None = None,
@@ -616,8 +624,11 @@ def create_app(
     return app
 
 
-def _startup(*, db: Any, data_dir: Any, tokens: Any, auth: bool, fleet: Any, rules: Any, network: Any,
-             places: Any, source: Any, speeds: Any, mode: Any, write_group: int) -> ServiceState:
+def _startup(*, db: str | os.PathLike[str] | None, data_dir: str | os.PathLike[str] | None,
+             tokens: TokenTable | Mapping[str, Any] | str | os.PathLike[str] | None, auth: bool,
+             fleet: str | os.PathLike[str] | None, rules: str | os.PathLike[str] | None, network: RoadNetwork | None,
+             places: Places | None, source: str | None, speeds: str | None, mode: str | None, write_group: int
+             ) -> ServiceState:
     from routing.config import resolve_data_dir
     from routing.triage import load_rules
 
@@ -891,7 +902,8 @@ def _already_assigned(state: ServiceState, call_id: str, team_id: str, now: date
             "message": f"{team_id} was already assigned to {call_id}"}
 
 
-def _manual_assignment(state: ServiceState, network: Any, call: Any, ts: TeamState, now: datetime) -> Any:
+def _manual_assignment(state: ServiceState, network: RoadNetwork, call: Call, ts: TeamState, now: datetime
+                       ) -> Assignment:
     """An assignment row for a team outside the suggestions: its own ETA (``network``'s speeds), tier
     from the rules."""
     from routing.dispatch import Assignment
@@ -942,7 +954,7 @@ def _assign_joint(state: ServiceState, body: AssignmentsIn) -> dict[str, Any]:
 
 
 def _coverage(state: ServiceState, *, minutes: float, team_types: Sequence[TeamType] | None, from_staging: bool,
-              mental_health: bool) -> Any:
+              mental_health: bool) -> CoverageResult:
     from routing.coverage import fleet_coverage
 
     if state.places is None or state.demand is None:
@@ -956,7 +968,7 @@ def _coverage(state: ServiceState, *, minutes: float, team_types: Sequence[TeamT
 def _fleet_map_html(state: ServiceState, *, offline: bool) -> str:
     from maps.fleet import fleet_map
 
-    m = fleet_map(state.store.teams(), places=state.places, net=state.network, now=datetime.now(UTC),
+    m = fleet_map(state.store.teams(), places=state.places, network=state.network, now=datetime.now(UTC),
                   offline=offline, stale_after_s=state.rules.stale_after_s)
     return m.get_root().render()
 
