@@ -25,11 +25,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BrowserMissing", "Chromium", "PageReport", "ScreenshotStats", "find_chromium", "check_map",
+__all__ = ["BrowserMissing", "Chromium", "LivePage", "PageReport", "ScreenshotStats", "find_chromium", "check_map",
            "screenshot_stats", "color_share"]
 
 CHROMIUM_ENV = "CRISIS_DISPATCH_CHROMIUM"
@@ -394,6 +395,39 @@ class Chromium:
         finally:
             self.call("Target.closeTarget", {"targetId": target})
 
+    @contextlib.contextmanager
+    def live(self, url: str, *, before_load: str | None = None) -> Iterator[LivePage]:
+        """Open ``url`` (e.g. a page of a running server) in a new tab and keep it open for interaction.
+
+        Parameters
+        ----------
+        url
+            Any URL the browser can load (``http://127.0.0.1:PORT/board``).
+        before_load
+            JavaScript run in the page before its own scripts (``Page.addScriptToEvaluateOnNewDocument``),
+            e.g. to put a token in ``sessionStorage`` as a person typing it once would.
+
+        Yields
+        ------
+        LivePage
+            Evaluate expressions in the page, read its requests and console errors; closed on exit.
+        """
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        try:
+            for domain in ("Page", "Runtime", "Log", "Network"):
+                self.call(f"{domain}.enable", session=session)
+            self.call("Emulation.setDeviceMetricsOverride",
+                      {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
+                      session=session)
+            if before_load:
+                self.call("Page.addScriptToEvaluateOnNewDocument", {"source": before_load}, session=session)
+            self.call("Page.navigate", {"url": url}, session=session)
+            self._wait_event("Page.loadEventFired", session)
+            yield LivePage(self, session, url)
+        finally:
+            self.call("Target.closeTarget", {"targetId": target})
+
     def _errors(self, session: str) -> list[str]:
         errors = []
         for e in self._events:
@@ -408,6 +442,49 @@ class Chromium:
             elif e["method"] == "Log.entryAdded" and p["entry"]["level"] == "error":
                 errors.append(f"{p['entry'].get('text', '')} {p['entry'].get('url', '')}".strip())
         return errors
+
+
+class LivePage:
+    """A page kept open in :meth:`Chromium.live`."""
+
+    def __init__(self, browser: Chromium, session: str, url: str) -> None:
+        self.browser, self.session, self.url = browser, session, url
+
+    def evaluate(self, expression: str, *, await_promise: bool = False) -> Any:
+        """The JSON value of ``expression`` in the page; a thrown exception is raised here."""
+        result = self.browser.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                                        "awaitPromise": await_promise}, session=self.session)
+        if "exceptionDetails" in result:
+            d = result["exceptionDetails"]
+            raise RuntimeError(d.get("exception", {}).get("description") or d.get("text", "exception"))
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, *, timeout: float = 20.0, interval: float = 0.2) -> Any:
+        """Poll ``expression`` until it is truthy; its value. Raises ``TimeoutError``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{expression!r} still false after {timeout:.0f} s")
+            time.sleep(interval)
+
+    def requests(self) -> list[str]:
+        """Every URL the page requested so far (``data:`` URIs shortened)."""
+        self.evaluate("1")  # one round trip so the events sent meanwhile are in the list
+        return [_short_url(e["params"]["request"]["url"]) for e in self.browser._events
+                if e.get("sessionId") == self.session and e["method"] == "Network.requestWillBeSent"]
+
+    def console_errors(self) -> list[str]:
+        """Console errors, uncaught exceptions and failed loads so far."""
+        self.evaluate("1")
+        return self.browser._errors(self.session)
+
+    def screenshot(self) -> bytes:
+        """A PNG of the viewport."""
+        return base64.b64decode(self.browser.call("Page.captureScreenshot", {"format": "png"},
+                                                  session=self.session)["data"])
 
 
 @dataclass
