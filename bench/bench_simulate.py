@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 from _common import data_dir  # noqa: E402
 
 import routing.simulate as sim_module  # noqa: E402
-from routing import dispatch  # noqa: E402
+from routing import eta  # noqa: E402
 from routing.arrivals import generate_calls, load_arrival_model  # noqa: E402
 from routing.network import load_network  # noqa: E402
 from routing.places import load_places  # noqa: E402
@@ -36,7 +36,7 @@ TARGET_S = 60.0
 
 def _engine_stats() -> dict[str, int]:
     total: dict[str, int] = {}
-    for engine in list(dispatch._ENGINES.values()):
+    for engine in list(eta._ENGINES.values()):
         for k, v in engine.stats.items():
             total[k] = total.get(k, 0) + v
     return total
@@ -65,7 +65,7 @@ def main() -> None:
     print(f"  calls: {len(calls):,} over {args.days:g} days ({mh:,} mental-health), "
           f"{len(policy.teams)} teams")
 
-    dispatch.clear_caches()
+    eta.clear_caches()
     cpu0 = time.process_time()
     result = simulate(policy, calls, network=network, places=places, start=start, days=args.days, seed=args.seed)
     wall = result.wall_s
@@ -89,7 +89,7 @@ def main() -> None:
     real_suggest = sim_module.suggest
 
     def cold_suggest(*a, **kw):
-        dispatch.clear_caches()
+        eta.clear_caches()
         return real_suggest(*a, **kw)
 
     sim_module.suggest = cold_suggest

@@ -30,6 +30,7 @@ from folium.template import Template
 
 from maps.assets import make_offline, remote_references
 from routing.errors import InvalidInput
+from routing.units import format_eta
 
 if TYPE_CHECKING:
     from routing.network import RoadNetwork
@@ -69,7 +70,7 @@ _OUTLINE = "#7d8793"
 _ROAD = "#9aa3ad"
 
 # Custom panes and their z-index (Leaflet: tiles 200, overlays 400, markers 600).
-PANES = {"cd-land": 350, "cd-roads": 370, "cd-areas": 390}
+PANES = {"cd-land": 350, "cd-tiles": 360, "cd-roads": 370, "cd-areas": 390}
 
 # Road classes drawn heavier so the arterials read as the skeleton of the city.
 _MAJOR = {"motorway", "trunk", "primary", "motorway_link", "trunk_link"}
@@ -120,23 +121,14 @@ def esc(value: Any) -> str:
 
 
 def fmt_duration(seconds: float | None) -> str:
-    """``"4 min 05 s"`` (or ``"1 h 02 min"``); ``"unreachable"`` for inf/None."""
-    if seconds is None or not math.isfinite(seconds):
-        return "unreachable"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+    """``"4 min 05 s"`` (or ``"1 h 02 min"``); ``"unreachable"`` for inf/None: :func:`routing.units.format_eta`,
+    the one ETA format of the CLI and the maps."""
+    return format_eta(seconds)
 
 
 def fmt_clock(seconds: float | None) -> str:
-    """Compact ``"m:ss"`` (``"1:02:05"`` past an hour) for tables; ``"-"`` for inf/None."""
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    s = int(round(seconds))
-    return f"{s // 60}:{s % 60:02d}" if s < 3600 else f"{s // 3600}:{(s % 3600) // 60:02d}:{s % 60:02d}"
+    """The same format for tables (``"4 min 05 s"``), ``"-"`` for inf/None."""
+    return format_eta(seconds, missing="-")
 
 
 def fmt_distance(metres: float | None) -> str:
@@ -588,12 +580,13 @@ def new_map(
     )
     cast(Figure, m.get_root()).header.add_child(Element(_CSS), name="cd-style")  # a Map's root is its Figure
     _Panes().add_to(m)
+    # The base is always the engine's own neighborhoods and streets (OpenStreetMap data, so OSM is credited),
+    # so no page is blank without internet. Online, the OSM tiles are an optional layer over that base
+    # (ticked in the layer control), never what the page depends on.
     if not offline:
-        folium.TileLayer("OpenStreetMap", name="OpenStreetMap (online tiles)", attr=OSM_ATTRIBUTION).add_to(m)
-        _Attribution([BOSTON_ATTRIBUTION]).add_to(m)
-    else:
-        # No tiles: the streets drawn are the engine's OpenStreetMap data, so OSM is credited all the same.
-        _Attribution([OSM_ATTRIBUTION, BOSTON_ATTRIBUTION]).add_to(m)
+        folium.TileLayer("OpenStreetMap", name="OpenStreetMap tiles (online)", attr=OSM_ATTRIBUTION, overlay=True,
+                         control=True, show=False, pane="cd-tiles").add_to(m)
+    _Attribution([OSM_ATTRIBUTION, BOSTON_ATTRIBUTION]).add_to(m)
     head = f"<h1>{esc(title)}</h1>" + (f"<p>{subtitle}</p>" if subtitle else "")
     HtmlControl(head, position="topleft", css_class="cd-box cd-title").add_to(m)
     _ZoomControl().add_to(m)
@@ -640,11 +633,8 @@ def add_city_base(
             {"type": "Feature", "properties": {"name": name}, "geometry": geojson_of(geom)}
             for name, geom in sorted(places.neighborhoods.items())
         ]
-        style = (
-            {"color": _OUTLINE, "weight": 1.2, "fillColor": _LAND, "fillOpacity": 1.0}
-            if offline
-            else {"color": "#56606a", "weight": 1.2, "fillOpacity": 0.0}
-        )
+        # Filled as land on every map (the tiles, where wanted, are drawn over it): see new_map.
+        style = {"color": _OUTLINE, "weight": 1.2, "fillColor": _LAND, "fillOpacity": 1.0}
         folium.GeoJson(
             {"type": "FeatureCollection", "features": feats},
             name="Neighborhoods",
@@ -655,7 +645,7 @@ def add_city_base(
             show=True,
             pane="cd-land",
         ).add_to(m)
-    if offline and network is not None:
+    if network is not None:
         RoadLayer(road_polylines(network), name="Road network").add_to(m)
     if districts and places is not None and getattr(places, "districts", None):
         feats = [
@@ -681,8 +671,7 @@ def finish_map(m: folium.Map, *, offline: bool) -> folium.Map:
         The same map.
     """
     folium.LayerControl(collapsed=False, position="topright").add_to(m)
-    if offline:
-        make_offline(m)
+    make_offline(m)  # always: a page that needs a CDN for Leaflet is blank without internet
     return m
 
 

@@ -14,6 +14,7 @@ from maps.fleet import local_time_label, spread_offsets
 from maps.style import (
     CALL_COLOR,
     INELIGIBLE_COLOR,
+    RANK_COLORS,
     STALE_COLOR,
     STATUS_LABELS,
     TYPE_CODES,
@@ -242,14 +243,13 @@ def _many_calls(results: Sequence[SuggestionResult], *, network: RoadNetwork, pl
     base.add_legend(m, "Legend", [
         base.LegendSection("Symbols", [
             base.LegendItem("Call (number = row of the table)", CALL_COLOR, kind="circle", border="#ffffff"),
-            *[base.LegendItem(f"#{k} suggested team of that call", rank_color(k), kind="badge", text=str(k))
-              for k in range(1, min(3, max(len(r.suggestions) for r in results)) + 1)],
+            *rank_legend(max(len(r.suggestions) for r in results), of="of that call"),
             base.LegendItem("Position stale (dashed amber ring)", "#777777", kind="badge", border=STALE_COLOR),
             base.LegendItem("Fastest road route (colour = rank)", rank_color(1), kind="line"),
-        ], note="ETA in minutes:seconds. Each call is a layer: untick it in the list to hide it."),
+        ], note="Each call is a layer: untick it in the list to hide it."),
     ])
     base.add_panel(m, "Calls and their fastest team",
-                   base.table_html(["#", "Call", "Where", "Best team", "ETA (min:s)", "Note"], rows,
+                   base.table_html(["#", "Call", "Where", "Best team", "ETA", "Note"], rows,
                                    numeric=(0, 4)),
                    position="bottomleft")
     return base.finish_map(m, offline=offline)
@@ -345,12 +345,23 @@ def _add_ineligible(m: folium.Map, others: Sequence[tuple[Ineligible, float, flo
     group.add_to(m)
 
 
+def rank_legend(n: int, *, of: str = "") -> list[base.LegendItem]:
+    """Legend items for every rank badge drawn when ``n`` teams are ranked: ``#1`` to ``#4`` one by one
+    (each its own colour), then one item for ``#5`` to ``#n``, which share the last colour of
+    :data:`maps.style.RANK_COLORS` and carry their own number."""
+    last = len(RANK_COLORS)
+    suffix = f" {of}" if of else ""
+    items = [base.LegendItem(f"#{k} " + ("fastest" if k == 1 else "next fastest") + suffix, rank_color(k),
+                             kind="badge", text=str(k)) for k in range(1, min(n, last - 1) + 1)]
+    if n >= last:
+        span = f"#{last}" if n == last else f"#{last} to #{n}"
+        items.append(base.LegendItem(f"{span} (badge shows the rank){suffix}", rank_color(last), kind="badge",
+                                     text=str(last)))
+    return items
+
+
 def _legend(result: SuggestionResult, n_routes: int) -> list[base.LegendSection]:
-    n = len(result.suggestions)
-    ranks = [base.LegendItem(f"#{k} " + ("fastest" if k == 1 else "next fastest"), rank_color(k), kind="badge",
-                             text=str(k)) for k in range(1, min(n, 4) + 1)]
-    if n > 4:
-        ranks.append(base.LegendItem(f"#5 to #{n}", rank_color(5), kind="badge", text="5+"))
+    ranks = rank_legend(len(result.suggestions))
     ranks.append(base.LegendItem("Position stale (dashed amber ring)", "#777777", kind="badge", border=STALE_COLOR))
     symbols = [
         base.LegendItem("The call", CALL_COLOR, kind="circle", border="#ffffff"),
@@ -363,7 +374,7 @@ def _legend(result: SuggestionResult, n_routes: int) -> list[base.LegendSection]
             base.LegendItem("Off-road leg to / from the nearest street", rank_color(1), kind="dashed"),
         ]
     return [
-        base.LegendSection("Suggested teams, by ETA (minutes:seconds)", ranks),
+        base.LegendSection("Suggested teams, by ETA", ranks),
         base.LegendSection("Symbols", symbols, note="ETA = road travel time plus the walk-up legs, "
                                                     "in the suggestion's travel-time profile."),
     ]
@@ -378,7 +389,7 @@ def _panel(result: SuggestionResult, others: Sequence[tuple[Ineligible, float, f
                      base.fmt_clock(s.eta_s), base.fmt_distance(s.distance_m), age])
     parts = []
     if rows:
-        parts.append(base.table_html(["#", "Team", "Type", "ETA (min:s)", "Road", "Position"], rows,
+        parts.append(base.table_html(["#", "Team", "Type", "ETA", "Road", "Position"], rows,
                                      numeric=(3, 4)))
     else:
         parts.append("<p><b>No eligible team.</b></p>")

@@ -6,9 +6,10 @@ modules the CLI imports, and ``crisis-dispatch --help`` must not pay for them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from routing.units import format_eta
 
 #: Coordinates in and out are WGS84 lon/lat (GeoJSON order), as in every ``to_geojson``.
 CRS = "EPSG:4326"
@@ -60,10 +61,9 @@ def geo_frame(collection: Mapping[str, Any]) -> Any:
 
 
 def minutes(seconds: float | None) -> str:
-    """``"4.2 min"`` for a ``__repr__`` (``"-"`` when unknown or unreachable)."""
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    return f"{seconds / 60:.1f} min"
+    """``"4 min 12 s"`` for a ``__repr__`` (``"-"`` when unknown or unreachable): the one ETA format,
+    :func:`routing.units.format_eta`."""
+    return format_eta(seconds, missing="-")
 
 
 def share(value: float | None) -> str:

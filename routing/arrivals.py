@@ -27,6 +27,7 @@ import numpy as np
 
 from routing.errors import InvalidInput
 from routing.fleet import DEFAULT_TIMEZONE
+from routing.jsonlimits import check_depth
 from routing.triage import Call, calls_from_records
 
 if TYPE_CHECKING:
@@ -345,6 +346,7 @@ def read_calls_file(path: str | os.PathLike[str], *, places: Places | None = Non
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise InvalidInput(f"cannot read calls file {p}: {exc}", field="calls") from None
     if stem.endswith(".json"):
+        check_depth(text, field="calls", where=str(p))  # before json.loads, which would hit RecursionError
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -358,6 +360,7 @@ def read_calls_file(path: str | os.PathLike[str], *, places: Places | None = Non
         records = []
         for i, line in enumerate(text.splitlines(), start=1):
             if line.strip():
+                check_depth(line, field="calls", where=f"{p} line {i}")
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as exc:

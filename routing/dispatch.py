@@ -33,15 +33,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from routing.errors import InvalidInput
+from routing.errors import CrisisDispatchError, InvalidInput
 from routing.eta import eta_engine
 from routing.fleet import DISPATCHABLE, TeamState, TeamStatus, TeamType
 from routing.triage import Call, Rules, Tier
+from routing.units import format_eta
 
 if TYPE_CHECKING:
     import geopandas as gpd
     import pandas as pd
 
+    from routing.mexclp import CoverageModel
     from routing.network import RoadNetwork, Snap
     from routing.places import Places
 
@@ -65,14 +67,23 @@ class Suggestion:
     lon: float
     dedicated: bool
     tier: str
+    #: Coverage-aware choice only (``choice = "coverage"`` rules): why this team is where it is, and the
+    #: expected coverage its departure leaves (:class:`routing.mexclp.Departure`).
+    note: str | None = None
+    coverage: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "rank": self.rank, "team_id": self.team_id, "team_type": self.team_type.value, "name": self.name,
             "status": self.status.value, "eta_s": round(self.eta_s, 1), "distance_m": round(self.distance_m, 1),
             "stale": self.stale, "position_age_s": round(self.position_age_s, 1), "lat": self.lat,
             "lon": self.lon, "dedicated": self.dedicated, "tier": self.tier,
         }
+        if self.note is not None:  # closest-choice output stays exactly as it was
+            d["note"] = self.note
+        if self.coverage is not None:
+            d["coverage"] = self.coverage
+        return d
 
 
 @dataclass
@@ -108,6 +119,8 @@ class SuggestionResult:
     location: CallLocation | None = None
     profile: dict[str, Any] | None = None  # the network's speed profile: mode, hour and where the hour came from
     _teams: dict[str, TeamState] = field(default_factory=dict, repr=False)
+    #: How the first team was chosen when the call's rule asks for ``choice = "coverage"`` (else None).
+    choice: dict[str, Any] | None = None
 
     @property
     def best(self) -> Suggestion | None:
@@ -131,6 +144,7 @@ class SuggestionResult:
             "stale_after_s": self.stale_after_s,
             "location": self.location.to_dict() if self.location else None,
             "profile": self.profile,
+            **({"choice": self.choice} if self.choice is not None else {}),
         }
 
     def to_geojson(self) -> dict[str, Any]:
@@ -619,8 +633,8 @@ def _tier_label(tiers: list[Tier], i: int) -> str:
 
 
 def suggest(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork, rules: Rules, places: Places | None = None,
-            now: datetime | None = None, top: int | None = None, stale_after_s: float | None = None
-            ) -> SuggestionResult:
+            now: datetime | None = None, top: int | None = None, stale_after_s: float | None = None,
+            coverage: CoverageModel | None = None) -> SuggestionResult:
     """Rank the eligible teams for one call by ETA.
 
     Parameters
@@ -641,10 +655,16 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork, rul
         Return at most this many suggestions (the count left out is in ``omitted``).
     stale_after_s
         A position older than this is flagged ``stale`` (default ``rules.stale_after_s``).
+    coverage
+        Demand and coverage cache for rules with ``choice = "coverage"`` (default: built from ``places``
+        and the default demand surface on first use). Unused by closest-choice rules.
 
     Returns
     -------
     SuggestionResult
+        With a coverage rule (never for priority 1): the team whose departure keeps the most expected
+        coverage among those within the slack of the closest comes first, every suggestion states the
+        coverage it leaves, and the closest team is always listed with the reason it is not first.
 
     Raises
     ------
@@ -660,8 +680,10 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork, rul
                            field="stale_after_s")
     call_snap = network.snap(call.lat, call.lon, field="location")
     call, location = place_call(call, places, network, call_snap)
+    by_coverage = rules.choice_for(call) == "coverage"
+    # A coverage choice compares every team of the tier, so all their ETAs must be exact.
     cand = _candidates(call, teams, network=network, rules=rules, now=now, call_snap=call_snap, ranking=True,
-                       top=top)
+                       top=None if by_coverage else top)
     tiers = cand.tiers
     ineligible = list(cand.ineligible)
     chosen = min((k for _, k, *_ in cand.eligible), default=None)
@@ -674,16 +696,28 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork, rul
             continue
         ranked.append((_rank_key(eta, ts.team_id), ts, eta, leg, age))
     ranked.sort(key=lambda r: r[0])
+    notes: dict[str, tuple[str, dict[str, Any]]] = {}
+    choice_info = None
+    if by_coverage and chosen is not None and ranked:
+        ranked, notes, choice_info = _coverage_rank(ranked, teams, tiers[chosen].team_types, network=network,
+                                                    places=places, rules=rules, now=now, coverage=coverage)
     omitted = 0
     if top is not None and len(ranked) > top:
-        omitted = len(ranked) - top
-        ranked = ranked[:top]
+        keep = ranked[:top]
+        closest = choice_info["closest"] if choice_info else None
+        if closest is not None and all(ts.team_id != closest for _, ts, *_ in keep):
+            # The closest team always appears, with the reason it is not first.
+            keep.append(next(r for r in ranked if r[1].team_id == closest))
+        omitted = len(ranked) - len(keep)
+        ranked = keep
     dists = cand.distance([leg for _, _, _, leg, _ in ranked])
     chosen_tier = tiers[chosen].name if chosen is not None else ""  # ranked is empty when chosen is None
     suggestions = [
         Suggestion(rank=i + 1, team_id=ts.team_id, team_type=ts.team.team_type, name=ts.team.name,
                    status=ts.status, eta_s=eta, distance_m=dist, stale=age > stale_after, position_age_s=age,
-                   lat=ts.lat, lon=ts.lon, dedicated=ts.team.dedicated, tier=chosen_tier)
+                   lat=ts.lat, lon=ts.lon, dedicated=ts.team.dedicated, tier=chosen_tier,
+                   note=notes[ts.team_id][0] if ts.team_id in notes else None,
+                   coverage=notes[ts.team_id][1] if ts.team_id in notes else None)
         for i, ((_, ts, eta, _, age), dist) in enumerate(zip(ranked, dists, strict=True))
     ]
     order = {ts.team_id: i for i, ts in enumerate(teams)}
@@ -698,7 +732,11 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork, rul
         stale_note = " (position stale)" if best.stale else ""
         n_ok = len(suggestions) + omitted
         message = (f"{_tier_label(tiers, chosen)}: {n_ok} eligible team{'s' if n_ok != 1 else ''}; nearest "
-                   f"{best.team_id}, ETA {best.eta_s / 60:.1f} min{stale_note}")
+                   f"{best.team_id}, ETA {format_eta(best.eta_s)}{stale_note}")
+        if choice_info is not None and choice_info["closest"] != best.team_id:
+            message = (f"{_tier_label(tiers, chosen)}: {n_ok} eligible team{'s' if n_ok != 1 else ''}; "
+                       f"{best.team_id} (ETA {format_eta(best.eta_s)}{stale_note}) keeps more coverage than the "
+                       f"closest, {choice_info['closest']}")
         if chosen > 0:
             skipped = ", ".join(_tier_label(tiers, i) for i in range(chosen))
             message = f"fell back: no team of {skipped} can come; " + message
@@ -708,7 +746,49 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork, rul
                             fell_back=bool(chosen), suggestions=suggestions, ineligible=ineligible,
                             message=message, now=now, stale_after_s=stale_after, omitted=omitted,
                             location=location, profile=dict(getattr(network, "profile", {}) or {}) or None,
-                            _teams={ts.team_id: ts for ts in teams})
+                            _teams={ts.team_id: ts for ts in teams}, choice=choice_info)
+
+
+_R = tuple[tuple[int, str], TeamState, float, int, float]  # (rank key, state, eta, leg, age) as ranked
+
+
+def _coverage_rank(ranked: list[_R], teams: Sequence[TeamState], types: Sequence[TeamType], *,
+                   network: RoadNetwork, places: Places | None, rules: Rules, now: datetime,
+                   coverage: CoverageModel | None) -> tuple[list[_R], dict[str, tuple[str, dict[str, Any]]],
+                                                            dict[str, Any] | None]:
+    """Reorder ETA-ranked teams by the coverage their departure keeps (see :mod:`routing.mexclp`)."""
+    from routing.mexclp import CoverageModel, coverage_order, departures
+
+    cs = rules.choice_settings
+    if coverage is None:
+        try:
+            coverage = CoverageModel.build(network, places, minutes=cs.minutes, busy_fraction=cs.busy_fraction)
+        except CrisisDispatchError as exc:  # no demand data: closest, and say why
+            return ranked, {}, {"rule": "coverage", "applied": False, "closest": ranked[0][1].team_id,
+                                "reason": f"coverage unavailable ({exc}); closest team first"}
+    model = coverage.with_settings(cs.minutes, cs.busy_fraction)
+    deps = departures([(ts, eta) for _, ts, eta, _, _ in ranked], teams, types=types, model=model,
+                      network=network, now=now, settings=cs)
+    order = coverage_order(deps)
+    first = deps[order[0]]
+    closest = deps[0]
+    notes: dict[str, tuple[str, dict[str, Any]]] = {}
+    for k, d in enumerate(deps):
+        text = d.sentence(types, model.minutes)
+        if k == 0 and order[0] != 0:
+            text = (f"closest (ETA {format_eta(d.eta_s)}) but not first: {text}; {first.team_id} keeps "
+                    f"{first.expected_after - d.expected_after:.0f} more expected calls a year covered "
+                    f"for {format_eta(first.eta_s - d.eta_s)} more")
+        elif k == order[0] and k != 0:
+            text = f"preferred to the closest ({closest.team_id}): {text}"
+        elif not d.within_slack:
+            text = f"{text} (beyond the slack of the closest: not considered for coverage)"
+        notes[d.team_id] = (text, d.to_dict())
+    info = {"rule": "coverage", "applied": True, "closest": closest.team_id, "chosen": first.team_id,
+            "minutes": model.minutes, "busy_fraction": model.busy_fraction, "slack_s": cs.slack_s,
+            "slack_fraction": cs.slack_fraction, "team_types": [t.value for t in types],
+            "expected_coverage_before": round(closest.expected_before, 1)}
+    return [ranked[k] for k in order], notes, info
 
 
 def decision_inputs(teams: Sequence[TeamState], *, network: RoadNetwork | None, rules: Rules, now: datetime | None,
@@ -911,7 +991,8 @@ def _greedy(eta_ms: np.ndarray, tiers: np.ndarray, ok: np.ndarray, weights: Sequ
 def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: RoadNetwork, rules: Rules,
            places: Places | None = None, now: datetime | None = None, tier_penalty_s: float | None = None,
            unserved_penalty_s: float | None = None, stale_after_s: float | None = None,
-           time_limit_s: float = 10.0, num_workers: int = 1, random_seed: int = 0) -> AssignmentResult:
+           time_limit_s: float = 10.0, num_workers: int = 1, random_seed: int = 0,
+           coverage: CoverageModel | None = None) -> AssignmentResult:
     """Jointly assign waiting calls to teams (OR-Tools CP-SAT; see :func:`solve_assignment`).
 
     Minimises ``sum w_i * (eta_i + tier_penalty_s * tier_index_i)`` over served calls plus
@@ -931,6 +1012,11 @@ def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: RoadNe
         Default from ``rules`` (``[settings]``).
     time_limit_s, num_workers, random_seed
         Solver limits; with the defaults the answer is reproducible.
+    coverage
+        As for :func:`suggest`: for calls whose rule asks for ``choice = "coverage"``, the teams within
+        the slack of the closest are costed in :func:`suggest`'s coverage order (the closest ETA plus a
+        millisecond per place), so a single call gets the team :func:`suggest` puts first; reported
+        ETAs stay the real ones.
 
     Returns
     -------
@@ -942,6 +1028,8 @@ def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: RoadNe
         Duplicate call ids, bad penalties, a call off the network.
     """
     now = _as_now(now)
+    # The time limit covers the whole call (road searches and model included), not only CP-SAT's search.
+    started = time.perf_counter()
     ids = [c.call_id for c in calls]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
@@ -978,8 +1066,27 @@ def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: RoadNe
     for r, j in enumerate(order):
         rank[j] = r
     weights = [rules.weight(c.priority) for c in located]
-    sol = solve_assignment(eta, tier, weights, tier_penalty_s=pen, unserved_penalty_s=uns, tiebreak=rank,
-                           time_limit_s=time_limit_s, num_workers=num_workers, random_seed=random_seed)
+    cost = eta
+    for i, call in enumerate(located):
+        if rules.choice_for(call) != "coverage" or not cands[i].eligible:
+            continue
+        best_tier = min(k for _, k, *_ in cands[i].eligible)
+        ranked = sorted([(_rank_key(e, ts.team_id), ts, e, g, a) for ts, k, e, g, a in cands[i].eligible
+                         if k == best_tier], key=lambda r: r[0])
+        reordered, _, info = _coverage_rank(ranked, teams, cands[i].tiers[best_tier].team_types, network=network,
+                                            places=places, rules=rules, now=now, coverage=coverage)
+        if info is None or not info.get("applied") or reordered[0][1].team_id == ranked[0][1].team_id:
+            continue
+        if cost is eta:
+            cost = eta.copy()
+        base = ranked[0][2]
+        for place, (_, ts, e, _, _) in enumerate(reordered):
+            j = team_index[ts.team_id]
+            # Only the preferred team moves ahead; the others keep their ETA order after it.
+            cost[i, j] = base + 0.001 * place if place == 0 else max(e, base + 0.001 * place)
+    sol = solve_assignment(cost, tier, weights, tier_penalty_s=pen, unserved_penalty_s=uns, tiebreak=rank,
+                           time_limit_s=max(0.0, time_limit_s - (time.perf_counter() - started)),
+                           num_workers=num_workers, random_seed=random_seed)
     assignments: list[Assignment] = []
     unserved: list[Unserved] = []
     taken = {j for j in sol.team_of_call if j is not None}

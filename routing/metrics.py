@@ -184,6 +184,12 @@ def published_metrics(result: Any, *, standards: Sequence[TimeStandard] | None =
     s["response_median_s"] = _median(response[ok])
     s["response_p90_s"] = float(np.percentile(response[ok], 90)) if ok.any() else None
     s["mh_response_median_s"] = _median(response[ok & mh])
+    # Means and the mental-health tail and late share: the figures of the dispatch-policy comparisons
+    # (bench/bench_coverage_policies.py); late counts unserved calls, as everywhere here.
+    s["response_mean_s"] = float(np.mean(response[ok])) if ok.any() else None
+    s["mh_response_mean_s"] = float(np.mean(response[ok & mh])) if (ok & mh).any() else None
+    s["mh_response_p90_s"] = float(np.percentile(response[ok & mh], 90)) if (ok & mh).any() else None
+    s["mh_late_share"] = _share((late & mh).sum(), mh.sum())
     s["eligible_calls"] = float(eligible.sum())
     s["eligible_reach"] = _share(reached.sum(), eligible.sum())
     s["eligible_fell_back_share"] = _share(fell_back.sum(), eligible.sum())

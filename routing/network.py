@@ -56,6 +56,7 @@ from routing.osm import (
 )
 from routing.osm import file_kind as osm_file_kind
 from routing.speeds import SpeedModel, load_speeds, local_hour, parse_maxspeed
+from routing.units import format_eta
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -187,7 +188,7 @@ class Route:
         return geo_frame(self.to_geojson())
 
     def __repr__(self) -> str:
-        return (f"<Route {self.travel_time_s / 60:.1f} min, {self.distance_m / 1000:.2f} km, "
+        return (f"<Route {format_eta(self.travel_time_s)}, {self.distance_m / 1000:.2f} km, "
                 f"{len(self.path)} points>")
 
 
@@ -212,7 +213,8 @@ class _Topology:
     area: shapely.Geometry | None = None  # boundary + tolerance, metric; derived when not given
     tunnel: np.ndarray | None = None  # per edge, True where the source tags a tunnel
     kdtree: cKDTree = field(init=False)
-    profiles: dict[tuple[float, int | None], RoadNetwork] = field(default_factory=dict)
+    # Keyed by (mode factor, class hour factors): hours with equal factors share one matrix.
+    profiles: dict[tuple[float, tuple[float, ...]], RoadNetwork] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _segments: _Segments | None = field(default=None, init=False, repr=False)
     _classes: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False)
@@ -461,7 +463,9 @@ class RoadNetwork:
         if hour is not None:
             speeds.hour_factors([], hour)  # validates the hour
             hour = int(hour)
-        key = (mode_factor, hour)
+        # Hours whose every class factor is the same (e.g. 0-4 h) share one matrix, and so one ETA cache.
+        classes, _ = self._t.edge_classes()
+        key = (mode_factor, tuple(speeds.hour_factors(classes, hour).tolist()))
         with self._t.lock:
             cached = self._t.profiles.get(key)
             if cached is None:
@@ -1019,7 +1023,8 @@ def _lonlat_to_metric_coords(coords: np.ndarray) -> np.ndarray:
 
 def topo_network(topo: _Topology) -> RoadNetwork:
     network = RoadNetwork(topo, None, None)
-    topo.profiles[(network.profile["speed_factor"], None)] = network
+    classes, _ = topo.edge_classes()
+    topo.profiles[(network.profile["speed_factor"], tuple(topo.speeds.hour_factors(classes, None).tolist()))] = network
     return network
 
 

@@ -122,7 +122,17 @@ DEFAULT_HOSPITALS: tuple[str, ...] = (
     "hospital:faulkner-hospital",
 )
 
-_POLICY_KEYS = {"policy", "team", "staging", "hours", "service", "transport"}
+_POLICY_KEYS = {"policy", "team", "staging", "hours", "service", "transport", "dispatch"}
+#: ``[dispatch]`` of a policy file (coverage-aware choice and move-up in the simulation):
+#: ``choice`` = { rule name = "closest" | "coverage" } overrides the rules file's ``choice``;
+#: ``return_to`` = "base" (default) | "coverage": where a team goes when it clears a call (its base, or
+#: the post where it adds the most expected coverage, DMEXCLP); ``moveup`` = true moves free teams
+#: (at most ``moveup_max_moves``) when a team is dispatched, at most once per ``moveup_interval_s``;
+#: ``moveup_max_travel_s`` bounds a relocation drive and ``travel_penalty`` (expected calls a year per
+#: hour of driving) keeps them short.
+DISPATCH_DEFAULTS: dict[str, Any] = {"choice": {}, "return_to": "base", "moveup": False, "moveup_max_moves": 1,
+                                     "moveup_interval_s": 600.0, "moveup_max_travel_s": 900.0,
+                                     "travel_penalty": 60.0}
 
 
 @dataclass
@@ -163,6 +173,8 @@ class Policy:
     fleet_source: str = ""
     rules_source: str = ""
     changes: list[str] = field(default_factory=list)
+    #: ``[dispatch]`` options (:data:`DISPATCH_DEFAULTS`): coverage-aware choice and move-up.
+    dispatch: dict[str, Any] = field(default_factory=lambda: dict(DISPATCH_DEFAULTS))
 
     def service_for(self, team_type: TeamType) -> ServiceTime:
         """On-scene time of a team type (the default when the policy does not set it)."""
@@ -335,9 +347,44 @@ def load_policy(name_or_path: str | os.PathLike[str] | None = None, *, places: P
                              "sigma": transport.get("handoff_sigma", DEFAULT_HANDOFF.sigma)},
                             "[transport]", DEFAULT_HANDOFF, bad)
 
-    return Policy(name=name, teams=teams, rules=load_rules(rules_path), description=str(meta.get("description", "")),
+    dispatch = _dispatch(doc.get("dispatch", {}), bad)
+    rule_set = load_rules(rules_path)
+    if dispatch["choice"]:
+        try:
+            rule_set = rule_set.with_choices(dispatch["choice"])
+        except InvalidInput as exc:
+            raise bad(f"[dispatch] {exc.message}") from None
+        changes.append("choice " + ", ".join(f"{k}={v}" for k, v in dispatch["choice"].items()))
+    if dispatch["return_to"] != "base" or dispatch["moveup"]:
+        changes.append(f"return to {dispatch['return_to']}" + (", move-up" if dispatch["moveup"] else ""))
+    return Policy(name=name, teams=teams, rules=rule_set, description=str(meta.get("description", "")),
                   service=service, handoff=handoff, transport_types=transport_types, hospitals=hospitals,
-                  source=str(path), fleet_source=str(fleet_path), rules_source=str(rules_path), changes=changes)
+                  source=str(path), fleet_source=str(fleet_path), rules_source=str(rules_path), changes=changes,
+                  dispatch=dispatch)
+
+
+def _dispatch(raw: Any, bad: _Bad) -> dict[str, Any]:
+    body = _table(raw, "[dispatch]", bad)
+    extra = set(body) - set(DISPATCH_DEFAULTS)
+    if extra:
+        raise bad(f"[dispatch]: unknown key(s) {', '.join(sorted(extra))}")
+    out = dict(DISPATCH_DEFAULTS)
+    out.update(body)
+    if not isinstance(out["choice"], dict) or not all(isinstance(v, str) for v in out["choice"].values()):
+        raise bad("[dispatch] choice must be a table: rule name = \"closest\" | \"coverage\"")
+    if out["return_to"] not in ("base", "coverage"):
+        raise bad("[dispatch] return_to must be \"base\" or \"coverage\"")
+    if not isinstance(out["moveup"], bool):
+        raise bad("[dispatch] moveup must be true or false")
+    k = out["moveup_max_moves"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise bad("[dispatch] moveup_max_moves must be a non-negative integer")
+    for key in ("moveup_interval_s", "moveup_max_travel_s", "travel_penalty"):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise bad(f"[dispatch] {key} must be a non-negative number")
+        out[key] = float(v)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- helpers

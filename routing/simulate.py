@@ -503,6 +503,21 @@ class _Simulator:
         self._to_hosp: dict[int, np.ndarray] = {}
         self._types_of_call: dict[int, frozenset[TeamType]] = {}
         self.events = 0
+        # Where each team returns after a call: its base, unless a move-up or a coverage return moved it.
+        self.home = [(t.base_lat, t.base_lon) for t in self.teams]
+        self.home_snap = list(self.base_snap)
+        self.opts = getattr(policy, "dispatch", None) or {}
+        self.moves = 0
+        self._last_moveup = -math.inf
+        self.coverage = None
+        wants = (self.opts.get("moveup") or self.opts.get("return_to") == "coverage"
+                 or any(r.choice == "coverage" for r in self.rules.rules))
+        if wants:
+            self.coverage = _coverage_model(network, places, self.rules)
+            self.cov_net = network.with_profile("non_emergent")
+            from routing.moveup import default_posts
+
+            self.posts = default_posts(self.states, places)
 
     # --- clock and networks
     def now_dt(self, t: float) -> datetime:
@@ -571,7 +586,9 @@ class _Simulator:
 
     def start_return(self, j: int, t: float, origin: tuple[float, float], node: int, leg_s: float) -> None:
         net = self.net("non_emergent", self.now_dt(t))
-        base = self.base_snap[j]
+        if self.opts.get("return_to") == "coverage" and self.coverage is not None:
+            self.choose_home(j, t, origin)
+        base = self.home_snap[j]
         times, pred = self.to_base(net, base.node)
         end = t + leg_s + float(times[node]) + base.time_s
         self.trip[j] = _Trip(t, origin, leg_s, node, times, pred, base.node, end)
@@ -606,9 +623,10 @@ class _Simulator:
         teams = self.candidates([i])
         self.refresh_positions(teams, t, when)
         res = suggest(call, teams, network=self.net(self.mode_of(call), when), rules=self.rules,
-                      places=self.places, now=when, top=1)
+                      places=self.places, now=when, top=1, coverage=self.coverage)
         if res.best is not None and res.tier_index is not None:  # a best team comes with its tier
             self.dispatch_to(i, self.team_index[res.best.team_id], res.best.eta_s, int(res.tier_index), t)
+            self.maybe_moveup(t)
             return
         self.queue.append(i)
         self.queued_set.add(i)
@@ -664,7 +682,7 @@ class _Simulator:
                 teams = self.candidates([i])
                 self.refresh_positions(teams, t, when)
                 res = suggest(call, teams, network=self.net(self.mode_of(call), when),
-                              rules=self.rules, places=self.places, now=when, top=1)
+                              rules=self.rules, places=self.places, now=when, top=1, coverage=self.coverage)
                 if res.best is not None and res.tier_index is not None:  # a best team comes with its tier
                     self._unqueue(i)
                     self.dispatch_to(i, self.team_index[res.best.team_id], res.best.eta_s, int(res.tier_index), t)
@@ -678,7 +696,7 @@ class _Simulator:
                     teams = self.candidates(group)
                     self.refresh_positions(teams, t, when)
                     joint = assign([self.calls[i] for i in group], teams, network=self.net(mode, when),
-                                   rules=self.rules, places=self.places, now=when)
+                                   rules=self.rules, places=self.places, now=when, coverage=self.coverage)
                     by_id = {self.calls[i].call_id: i for i in group}
                     for a in sorted(joint.assignments, key=lambda a: a.call_id):
                         i = by_id[a.call_id]
@@ -738,9 +756,70 @@ class _Simulator:
             return  # re-dispatched on the way back
         ts = self.states[j]
         self.trip[j] = None
-        ts.lat, ts.lon = ts.team.base_lat, ts.team.base_lon
+        ts.lat, ts.lon = self.home[j]
         ts.position_time = self.now_dt(t)
         self.set_status(j, S.available, t, None)
+
+    # --- coverage: where a freed team goes (DMEXCLP) and move-up of free teams
+    def choose_home(self, j: int, t: float, origin: tuple[float, float]) -> None:
+        """The post where team j adds the most expected coverage, given where the others are going."""
+        from routing.moveup import plan_moveup
+
+        when = self.now_dt(t)
+        team = self.teams[j]
+        if self.coverage is None or not team.on_shift(when) or team.team_type not in _CRISIS:
+            return
+        states = self._coverage_states(t, when)
+        # The baseline is going home: the team is placed at its home post and a move is taken only if a
+        # post adds more coverage than home by more than the travel penalty (measured from home, a
+        # stand-in for the drive from the scene that keeps moves near home).
+        me = TeamState(team, S.available, self.home[j][0], self.home[j][1], when, when)
+        states = [me if ts.team_id == team.team_id else ts for ts in states]
+        plan = plan_moveup(states, network=self.cov_net, model=self.coverage, now=when, posts=self.posts,
+                           types=(team.team_type,), max_moves=1, movable=[team.team_id], solver="greedy",
+                           max_travel_s=float(self.opts.get("moveup_max_travel_s", 900.0)),
+                           travel_penalty=float(self.opts.get("travel_penalty", 60.0)))
+        if plan.moves:
+            post = plan.moves[0].post
+            self.home[j] = (post.lat, post.lon)
+            self.home_snap[j] = self.network.snap(post.lat, post.lon, field=f"post {post.site_id}")
+
+    def _coverage_states(self, t: float, when: datetime) -> list[TeamState]:
+        """Team states for coverage: returning teams counted at their destination (they will be there)."""
+        out = []
+        for j, ts in enumerate(self.states):
+            if ts.status is S.returning:
+                ts = TeamState(ts.team, S.returning, self.home[j][0], self.home[j][1], when, when)
+            out.append(ts)
+        return out
+
+    def maybe_moveup(self, t: float) -> None:
+        """Move-up after a dispatch: at most ``moveup_max_moves`` free teams, once per interval."""
+        if not self.opts.get("moveup") or self.coverage is None:
+            return
+        if t - self._last_moveup < float(self.opts.get("moveup_interval_s", 600.0)):
+            return
+        self._last_moveup = t
+        from routing.moveup import plan_moveup
+
+        when = self.now_dt(t)
+        plan = plan_moveup(self._coverage_states(t, when), network=self.cov_net, model=self.coverage, now=when,
+                           posts=self.posts, max_moves=int(self.opts.get("moveup_max_moves", 1)), solver="greedy",
+                           max_travel_s=float(self.opts.get("moveup_max_travel_s", 900.0)),
+                           travel_penalty=float(self.opts.get("travel_penalty", 60.0)))
+        for m in plan.moves:
+            j = self.team_index[m.team_id]
+            if self.states[j].status is not S.available:
+                continue
+            self.home[j] = (m.post.lat, m.post.lon)
+            self.home_snap[j] = self.network.snap(m.post.lat, m.post.lon, field=f"post {m.post.site_id}")
+            ts = self.states[j]
+            snap = self.network.snap(ts.lat, ts.lon, field="team position", on="any")
+            # available -> en_route -> returning at the same instant: a relocating team stays dispatchable
+            # (the lifecycle has no available -> returning step), driving toward its new post.
+            self.set_status(j, S.en_route, t, None)
+            self.start_return(j, t, (ts.lat, ts.lon), snap.node, snap.time_s)
+            self.moves += 1
 
     def abandon(self, i: int) -> None:
         if i in self.queued_set:
@@ -800,6 +879,25 @@ class _Simulator:
             self.outcomes[i].unserved_reason = "still waiting at the end of the run"
         if self.progress is not None:
             self.progress(1.0, self._label)
+
+
+_CRISIS = frozenset({TeamType.emt_clinician, TeamType.co_response, TeamType.community})
+_COVERAGE_MODELS: dict[tuple[Any, ...], Any] = {}
+
+
+def _coverage_model(network: RoadNetwork, places: Places | None, rules: Any) -> Any:
+    """The demand/coverage model of coverage-aware policies, shared by runs (its coverage cache too)."""
+    from routing.mexclp import CoverageModel
+
+    if places is None:
+        raise InvalidInput("coverage-aware policies need places (the demand surface)", field="places")
+    cs = rules.choice_settings
+    key = (network.source, network.n_nodes, id(places), cs.minutes, cs.busy_fraction)
+    hit = _COVERAGE_MODELS.get(key)
+    if hit is None:
+        hit = _COVERAGE_MODELS[key] = CoverageModel.build(network.with_profile("non_emergent"), places,
+                                                          minutes=cs.minutes, busy_fraction=cs.busy_fraction)
+    return hit
 
 
 def _shift_intervals(team: Team, start: datetime, horizon: float) -> list[tuple[float, float]]:
@@ -924,6 +1022,8 @@ def simulate(policy: Policy, calls: Sequence[Call], *, network: RoadNetwork, pla
                        sim.calls_taken[j]) for j, t in enumerate(sim.teams)]
     info = {"max_wait_s": max_wait_s, "emergent_priorities": sorted(sim.emergent), "time_of_day": time_of_day,
             "hospitals": [h[0] for h in hospitals], **(scenario or {})}
+    if sim.coverage is not None:  # coverage-aware policies only: other runs report as before
+        info["relocations"] = sim.moves
     return SimulationResult(policy, start, float(days), int(seed), sim.outcomes, usage, sim.events, sim.max_queue,
                             info, time.perf_counter() - started, sim.trace, places)
 

@@ -205,12 +205,17 @@ class Tier:
 
 @dataclass(frozen=True)
 class Rule:
-    """A triage rule: conditions on the call → first tier of the chain."""
+    """A triage rule: conditions on the call → first tier of the chain.
+
+    ``choice`` is how a team is chosen among the eligible ones of the tier: ``"closest"`` (default) or
+    ``"coverage"`` (see :class:`ChoiceSettings` and :mod:`routing.mexclp`).
+    """
 
     name: str
     tier: str
     when: Mapping[str, Any] = field(default_factory=dict)
     line: int | None = None
+    choice: str = "closest"
 
     def matches(self, call: Call) -> bool:
         """Whether every condition holds for ``call``."""
@@ -229,6 +234,60 @@ class Rule:
         return True
 
 
+CHOICES = ("closest", "coverage")
+
+
+@dataclass(frozen=True)
+class ChoiceSettings:
+    """``[choice]`` of the rules file: how ``choice = "coverage"`` rules pick among close teams.
+
+    Attributes
+    ----------
+    slack_s, slack_fraction
+        A team may be preferred to the closest one only if its ETA is at most ``slack_s`` seconds AND
+        ``slack_fraction`` later (both must hold): 180 s and 25 % by default, so a coverage choice never
+        costs the caller more than 3 minutes.
+    minutes
+        Time standard of the coverage measure (minutes).
+    busy_fraction
+        MEXCLP's ``q``: probability that a team is busy when a call comes.
+    priorities
+        Call priorities for which a coverage rule applies; priority 1 never (always closest).
+    """
+
+    slack_s: float = 180.0
+    slack_fraction: float = 0.25
+    minutes: float = 8.0
+    busy_fraction: float = 0.3
+    priorities: tuple[int, ...] = (2, 3, 4, 5)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"slack_s": self.slack_s, "slack_fraction": self.slack_fraction, "minutes": self.minutes,
+                "busy_fraction": self.busy_fraction, "priorities": list(self.priorities)}
+
+
+@dataclass(frozen=True)
+class RedispatchSettings:
+    """``[redispatch]`` of the rules file.
+
+    Attributes
+    ----------
+    threshold_s
+        A team that becomes free is reported as a better choice for a call whose team is still en
+        route when it would arrive sooner by more than this (seconds).
+    divert
+        Priority of a new call -> priorities of the calls whose en-route team it may take (empty: no
+        diversion). E.g. ``{1: (3, 4, 5)}``: a priority-1 call may divert a team driving to a
+        priority-3..5 call.
+    """
+
+    threshold_s: float = 120.0
+    divert: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold_s": self.threshold_s, "divert": {str(k): list(v) for k, v in self.divert.items()}}
+
+
 @dataclass
 class Rules:
     """Triage rules and dispatch settings. Build with :func:`load_rules`."""
@@ -241,6 +300,28 @@ class Rules:
     priority_weights: tuple[int, ...] = (4, 2, 1, 1, 1)
     dedicated_mental_health_only: bool = True
     source: str = ""
+    choice_settings: ChoiceSettings = field(default_factory=ChoiceSettings)
+    redispatch: RedispatchSettings = field(default_factory=RedispatchSettings)
+
+    def choice_for(self, call: Call) -> str:
+        """``"coverage"`` when the call's rule asks for it and its priority allows it, else ``"closest"``."""
+        rule = self.match(call)
+        if rule.choice == "coverage" and call.priority in self.choice_settings.priorities and call.priority != 1:
+            return "coverage"
+        return "closest"
+
+    def with_choices(self, choices: Mapping[str, str]) -> Rules:
+        """A copy with ``choice`` set per rule name (a policy's ``[dispatch] choice``)."""
+        from dataclasses import replace as _replace
+
+        known = {r.name for r in self.rules}
+        for name, how in choices.items():
+            if name not in known:
+                raise InvalidInput(f"choice for unknown rule {name!r} (rules: {', '.join(sorted(known))})",
+                                   field="choice")
+            if how not in CHOICES:
+                raise InvalidInput(f"choice must be one of {', '.join(CHOICES)}, got {how!r}", field="choice")
+        return _replace(self, rules=[_replace(r, choice=choices.get(r.name, r.choice)) for r in self.rules])
 
     def match(self, call: Call) -> Rule:
         """The first rule whose conditions hold (the last rule matches everything)."""
@@ -286,7 +367,11 @@ class Rules:
             },
             "tiers": {n: {"types": [t.value for t in tier.team_types], "fallback": tier.fallback}
                       for n, tier in self.tiers.items()},
-            "rules": [{"name": r.name, "tier": r.tier, "when": dict(r.when)} for r in self.rules],
+            "rules": [{"name": r.name, "tier": r.tier, "when": dict(r.when),
+                       **({"choice": r.choice} if r.choice != "closest" else {})} for r in self.rules],
+            # Only when set, so the audit trail of a closest-only rule set is as it was.
+            **({"choice": self.choice_settings.to_dict()} if self.choice_settings != ChoiceSettings() else {}),
+            **({"redispatch": self.redispatch.to_dict()} if self.redispatch != RedispatchSettings() else {}),
         }
 
 
@@ -327,10 +412,12 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
     def bad(line: int | None, msg: str) -> InvalidInput:
         return InvalidInput(f"{p}" + (f" line {line}" if line else "") + f": {msg}", field="rules")
 
-    unknown_top = set(doc) - {"settings", "tier", "rule"}
+    unknown_top = set(doc) - {"settings", "tier", "rule", "choice", "redispatch"}
     if unknown_top:
         raise bad(None, f"unknown section(s) {', '.join(sorted(unknown_top))}")
     settings = _settings(doc.get("settings", {}), text, bad)
+    settings["choice_settings"] = _choice_settings(doc.get("choice", {}), bad)
+    settings["redispatch"] = _redispatch_settings(doc.get("redispatch", {}), bad)
 
     raw_tiers = doc.get("tier")
     if not isinstance(raw_tiers, dict) or not raw_tiers:
@@ -388,7 +475,7 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
         if not isinstance(body, dict):
             raise bad(line, f"rule #{k + 1} must be a table")
         label = f"rule #{k + 1}" + (f" {body['name']!r}" if isinstance(body.get("name"), str) else "")
-        extra = set(body) - {"name", "tier", "when", "note"}
+        extra = set(body) - {"name", "tier", "when", "note", "choice"}
         if extra:
             raise bad(line, f"{label}: unknown key(s) {', '.join(sorted(extra))}")
         for key in ("name", "tier"):
@@ -405,7 +492,10 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
         if not isinstance(when, dict):
             raise bad(_key_line(text, line, "when"), f"{label}: 'when' must be a table")
         _check_when(when, label, _key_line(text, line, "when"), bad)
-        rules.append(Rule(body["name"], body["tier"], when, line))
+        choice = body.get("choice", "closest")
+        if choice not in CHOICES:
+            raise bad(_key_line(text, line, "choice"), f"{label}: choice must be one of {', '.join(CHOICES)}")
+        rules.append(Rule(body["name"], body["tier"], when, line, choice))
     if rules[-1].when:
         raise bad(rules[-1].line, "the last rule must have an empty 'when' so that every call matches a rule")
     return Rules(rules, tiers, source=str(p), **settings)
@@ -466,6 +556,57 @@ def _settings(raw: Any, text: str, bad: Callable[[int | None, str], InvalidInput
                       "[settings] dedicated_mental_health_only must be true or false")
         out["dedicated_mental_health_only"] = v
     return out
+
+
+def _number(raw: dict[str, Any], key: str, default: float, bad: Callable[[int | None, str], InvalidInput],
+            section: str, low: float = 0.0, high: float = math.inf) -> float:
+    v = raw.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
+        raise bad(None, f"[{section}] {key} must be a number in [{low:g}, {high:g}]")
+    return float(v)
+
+
+def _priorities(v: Any, what: str, bad: Callable[[int | None, str], InvalidInput]) -> tuple[int, ...]:
+    if (not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool)
+                                           and 1 <= x <= MAX_PRIORITY for x in v)):
+        raise bad(None, f"{what} must be a list of integers 1-{MAX_PRIORITY}")
+    return tuple(v)
+
+
+def _choice_settings(raw: Any, bad: Callable[[int | None, str], InvalidInput]) -> ChoiceSettings:
+    if not isinstance(raw, dict):
+        raise bad(None, "[choice] must be a table")
+    extra = set(raw) - {"slack_s", "slack_fraction", "minutes", "busy_fraction", "priorities", "note"}
+    if extra:
+        raise bad(None, f"[choice]: unknown key(s) {', '.join(sorted(extra))}")
+    d = ChoiceSettings()
+    prios = _priorities(raw.get("priorities", list(d.priorities)), "[choice] priorities", bad)
+    if 1 in prios:
+        raise bad(None, "[choice] priorities: priority 1 is always sent the closest team")
+    return ChoiceSettings(_number(raw, "slack_s", d.slack_s, bad, "choice", 0, 3600),
+                          _number(raw, "slack_fraction", d.slack_fraction, bad, "choice", 0, 10),
+                          _number(raw, "minutes", d.minutes, bad, "choice", 0.5, 180),
+                          _number(raw, "busy_fraction", d.busy_fraction, bad, "choice", 0, 0.99), prios)
+
+
+def _redispatch_settings(raw: Any, bad: Callable[[int | None, str], InvalidInput]) -> RedispatchSettings:
+    if not isinstance(raw, dict):
+        raise bad(None, "[redispatch] must be a table")
+    extra = set(raw) - {"threshold_s", "divert", "note"}
+    if extra:
+        raise bad(None, f"[redispatch]: unknown key(s) {', '.join(sorted(extra))}")
+    divert_raw = raw.get("divert", {})
+    if not isinstance(divert_raw, dict):
+        raise bad(None, "[redispatch] divert must be a table: priority = [priorities it may divert from]")
+    divert: dict[int, tuple[int, ...]] = {}
+    for k, v in divert_raw.items():
+        if not str(k).isdigit() or not 1 <= int(k) <= MAX_PRIORITY:
+            raise bad(None, f"[redispatch] divert: key {k!r} must be a priority 1-{MAX_PRIORITY}")
+        targets = _priorities(v, f"[redispatch] divert.{k}", bad)
+        if any(t <= int(k) for t in targets):
+            raise bad(None, f"[redispatch] divert.{k}: a call may divert only teams going to lower-priority calls")
+        divert[int(k)] = targets
+    return RedispatchSettings(_number(raw, "threshold_s", 120.0, bad, "redispatch", 0, 7200), divert)
 
 
 def calls_from_records(records: Sequence[Mapping[str, Any]], *, first_line: int = 1,

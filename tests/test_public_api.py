@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import routing as rd
+from routing.units import format_eta
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2024, 3, 5, 19, 30, tzinfo=UTC)  # a Tuesday, 14:30 in Boston
@@ -153,7 +154,7 @@ def test_suggestion_frame_gdf_repr(suggestion: rd.SuggestionResult) -> None:
     best = suggestion.best
     assert repr(suggestion) == (f"<SuggestionResult call c1: tier 1 ({suggestion.tier.name}), "
                                 f"{len(suggestion.suggestions)} eligible, best {best.team_id} "
-                                f"ETA {best.eta_s / 60:.1f} min>")
+                                f"ETA {format_eta(best.eta_s)}>")
 
 
 def test_no_eligible_team_repr_and_empty_frame(city: rd.City) -> None:
@@ -178,7 +179,7 @@ def test_assignment_frame_gdf_repr(city: rd.City) -> None:
     line = gdf[gdf.role == "assignment"].iloc[0]
     a = result.assignments[0]
     assert list(line.geometry.coords)[0] == (a.lon, a.lat)
-    assert re.fullmatch(r"<AssignmentResult 2 calls: 2 assigned, 0 unserved, mean ETA \d+\.\d min, OPTIMAL>",
+    assert re.fullmatch(r"<AssignmentResult 2 calls: 2 assigned, 0 unserved, mean ETA (\d+ min )?\d+ s, OPTIMAL>",
                         repr(result))
 
 
@@ -230,7 +231,7 @@ def test_staging_frame_gdf_repr(plan: rd.StagingPlan) -> None:
     assert list(zip(proposed.geometry.x, proposed.geometry.y, strict=True)) == [(s.lon, s.lat) for s in plan.sites]
     assert (gdf.role == "today").sum() == len(plan.comparison.today_sites)
     assert re.fullmatch(r"<StagingPlan mclp: 4 sites, \d+\.\d% of 10,000 calls a year within 8 min "
-                        r"\(today \d+\.\d% with \d+ sites\), mean ETA \d+\.\d min, optimal>", repr(plan))
+                        r"\(today \d+\.\d% with \d+ sites\), mean ETA (\d+ min )?\d+ s, optimal>", repr(plan))
 
 
 def test_placement_frame_repr(city: rd.City) -> None:
@@ -258,7 +259,7 @@ def test_simulation_frames_gdf_repr(city: rd.City) -> None:
     gdf = first.to_gdf()
     assert gdf.crs.to_epsg() == 4326 and len(gdf) == 26
     assert re.fullmatch(r"<SimulationResult policy default: 0\.5 days, \d+ calls, \d+\.\d% served, "
-                        r"median response \d+\.\d min>", repr(first))
+                        r"median response (\d+ min )?\d+ s>", repr(first))
     assert repr(runs).startswith("<ComparisonResult 2 policies: default: 0.5 days")
     with pytest.raises(rd.InvalidInput):
         first.to_frame("days")
@@ -271,7 +272,7 @@ def test_route_and_demand_frames(city: rd.City) -> None:
     assert table[["lon", "lat"]].values.tolist() == route.path
     gdf = route.to_gdf()
     assert gdf.crs.to_epsg() == 4326 and list(gdf.geometry.iloc[0].coords) == [tuple(p) for p in route.path]
-    assert re.fullmatch(r"<Route \d+\.\d min, \d+\.\d\d km, \d+ points>", repr(route))
+    assert re.fullmatch(r"<Route (\d+ h )?(\d+ min )?\d+ (s|min), \d+\.\d\d km, \d+ points>", repr(route))
 
     demand = city.demand
     nodes = demand.to_frame()

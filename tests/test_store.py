@@ -44,7 +44,7 @@ def test_created_from_the_fleet_file(store: Store) -> None:
         assert ts.team == team
         assert ts.status is TeamStatus.available
         assert (ts.lat, ts.lon, ts.position_time) == (team.base_lat, team.base_lon, T0)
-    assert store.meta()["schema_version"] == "2"  # version 2: receipt times of reports (clock skew)
+    assert store.meta()["schema_version"] == "3"  # 3: the call lifecycle (2: receipt times of reports)
 
 
 def test_database_settings_are_wal_and_full_sync(store: Store) -> None:
@@ -306,7 +306,8 @@ def _race(path: Path, n: int, at: datetime) -> list[object]:
     """``n`` threads, each with its own Store (own connection, as another process would have), all of
     which saw the team dispatchable, assign the same team to different calls at the same moment."""
     stores = [Store(path) for _ in range(n)]
-    plans = [_plan(_call(f"race-{k}"), "P-A1", stores[k]) for k in range(n)]
+    # Fresh call ids each round: a call whose team has been and gone is cleared and takes no team.
+    plans = [_plan(_call(f"race-{at:%H%M}-{k}"), "P-A1", stores[k]) for k in range(n)]
     for s in stores:
         assert s.team("P-A1").status is TeamStatus.available
     barrier = threading.Barrier(n)

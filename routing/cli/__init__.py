@@ -23,12 +23,14 @@ from routing.errors import CrisisDispatchError, InvalidInput
 _COMMAND_MODULES = (
     "routing.cli.network",
     "routing.cli.dispatch",
+    "routing.cli.calls",  # after dispatch: it adds ``fleet sync`` to dispatch's ``fleet``
     "routing.cli.planning",
     "routing.cli.maps",
     "routing.cli.simulate",
     "routing.cli.sweep",
     "routing.cli.serve",
     "routing.cli.data",
+    "routing.cli.moveup",
 )
 
 
@@ -118,6 +120,37 @@ def write_json_file(path: str | Path, doc: Any, *, field: str = "output") -> Non
             json.dump(to_jsonable(doc), fh, allow_nan=False)
     except OSError as exc:
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}", field=field) from None
+
+
+#: Options that name where output goes or how it is shown, not what was computed: left out of
+#: :func:`run_parameters`.
+_NOT_PARAMETERS = {"func", "json", "geojson", "geojson_level", "records", "report", "out", "map", "no_map",
+                   "no_progress", "offline", "db", "command"}
+
+
+def run_parameters(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    """What an exported file was computed with: the command, every option given or defaulted (team
+    types, minutes, ``--at``, ``--hour``, ``--mode`` ...; times as ISO 8601), when it was written, and
+    ``extra`` (e.g. the speed ``profile`` actually used). Exports carry it as ``parameters``: a member of
+    a GeoJSON FeatureCollection or Feature, ``run_*`` columns of a CSV."""
+    from datetime import UTC, datetime
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, datetime):
+            return v.isoformat()
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    command = " ".join(str(v) for k, v in vars(args).items()
+                       if k == "command" or k.endswith("_command") or k == "map_kind")
+    out: dict[str, Any] = {"command": command}
+    out.update({k: plain(v) for k, v in sorted(vars(args).items())
+                if k not in _NOT_PARAMETERS and not k.endswith("_command") and k != "map_kind"})
+    out.update({k: plain(v) for k, v in extra.items()})
+    out["written_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    result: dict[str, Any] = to_jsonable(out)
+    return result
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -8,7 +8,17 @@ import sys
 
 from routing.cli import emit
 from routing.config import DATA_ENV
-from routing.datafetch import ARCGIS_ENV, OVERPASS_ENV, PORTAL_ENV, SOURCES, Endpoints, fetch_data
+from routing.datafetch import (
+    ARCGIS_ENV,
+    DEFAULT_ARCGIS_URL,
+    DEFAULT_OVERPASS_URL,
+    DEFAULT_PORTAL_URL,
+    OVERPASS_ENV,
+    PORTAL_ENV,
+    SOURCES,
+    Endpoints,
+    fetch_data,
+)
 from routing.errors import InvalidInput
 
 
@@ -24,9 +34,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "DIR/SOURCES.md. Files already present and valid are kept, so an interrupted run resumes.")
     fetch.add_argument("--dir", metavar="DIR",
                        help=f"target directory (default: --data, else ${DATA_ENV})")
-    fetch.add_argument("--portal-url", metavar="URL", help=f"Analyze Boston CKAN base URL (or ${PORTAL_ENV})")
-    fetch.add_argument("--arcgis-url", metavar="URL", help=f"BostonMaps ArcGIS Hub base URL (or ${ARCGIS_ENV})")
-    fetch.add_argument("--overpass-url", metavar="URL", help=f"Overpass API base URL (or ${OVERPASS_ENV})")
+    fetch.add_argument("--portal-url", metavar="URL",
+                       help=f"Analyze Boston CKAN base URL (default: ${PORTAL_ENV}, else {DEFAULT_PORTAL_URL})")
+    fetch.add_argument("--arcgis-url", metavar="URL",
+                       help=f"BostonMaps ArcGIS Hub base URL (default: ${ARCGIS_ENV}, else {DEFAULT_ARCGIS_URL})")
+    fetch.add_argument("--overpass-url", metavar="URL",
+                       help=f"Overpass API base URL (default: ${OVERPASS_ENV}, else {DEFAULT_OVERPASS_URL})")
     fetch.add_argument("--only", metavar="FILE", action="append", choices=[s.path for s in SOURCES],
                        help="fetch only this file (and what it is derived from); repeatable")
     fetch.add_argument("--force", action="store_true", help="fetch again files that are present and valid")

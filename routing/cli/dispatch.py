@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import sys
@@ -27,8 +28,10 @@ from routing.errors import InvalidInput
 # Only standard-library engine modules at the top (the parser needs their names); the network and
 # the solvers are imported by the commands that use them, so that --help starts fast.
 from routing.fleet import DEFAULT_TIMEZONE, TeamState, TeamStatus, load_fleet
+from routing.jsonlimits import check_depth
 from routing.store import Store, clock_ahead_s, default_db_path
 from routing.triage import FLAGS, Call, calls_from_records, load_rules
+from routing.units import format_eta
 
 if TYPE_CHECKING:
     from routing.dispatch import AssignmentResult, SuggestionResult
@@ -60,9 +63,15 @@ SAMPLE_CALLS: list[dict[str, Any]] = [
 
 
 def sample_calls(received: datetime | None = None) -> list[Call]:
-    """The demo's sample calls as :class:`Call` objects."""
+    """The demo's sample calls as :class:`Call` objects, received at ``received`` (default now).
+
+    Their ids follow that time, ``demo-3-20260601T173000`` (local Boston time), so that demos at
+    different times (``demo --at``) recorded in one database are different calls.
+    """
     when = received or datetime.now(UTC)
-    return [Call.from_dict({k: v for k, v in d.items() if k != "where"}, default_received=when)
+    stamp = when.astimezone(ZoneInfo(DEFAULT_TIMEZONE)).strftime("%Y%m%dT%H%M%S")
+    return [Call.from_dict({**{k: v for k, v in d.items() if k != "where"}, "call_id": f"{d['call_id']}-{stamp}"},
+                           default_received=when)
             for d in SAMPLE_CALLS]
 
 
@@ -77,11 +86,14 @@ seconds = number_arg(float, low=0, what="a non-negative number of seconds")
 def add_call_args(parser: argparse.ArgumentParser, *, call_id_help: str) -> None:
     """Add the options of one call (``--lat``, ``--lon``, the class flags, priority, id, time)."""
     where = parser.add_argument_group("single call")
-    where.add_argument("--lat", type=float)
-    where.add_argument("--lon", type=float)
+    where.add_argument("--lat", type=float, help="latitude of the call in WGS84 decimal degrees "
+                                                 "(required for one call, with --lon)")
+    where.add_argument("--lon", type=float, help="longitude of the call in WGS84 decimal degrees "
+                                                 "(required for one call, with --lat)")
     for flag in FLAGS:
-        where.add_argument(f"--{flag.replace('_', '-')}", action="store_true", dest=flag)
-    where.add_argument("--priority", type=int, default=None, help="1 (highest) to 5; default 2")
+        where.add_argument(f"--{flag.replace('_', '-')}", action="store_true", dest=flag,
+                           help=f"triage flag {flag} (default: false)")
+    where.add_argument("--priority", type=int, default=None, help="priority rank, 1 (highest) to 5; default 2")
     where.add_argument("--call-id", help=call_id_help)
     where.add_argument("--received", type=time_arg, metavar="TIME",
                        help="when the call came in: ISO 8601 with offset, or HH:MM today in Boston (default: now)")
@@ -119,8 +131,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
     p = fleet_sub.add_parser("list", parents=[common], help="every team with its status and position")
     add_db(p)
-    p.add_argument("--stale-after", type=seconds, metavar="S", help="staleness limit (default: from rules)")
-    p.add_argument("--rules", metavar="TOML", help="rules file giving the default staleness limit")
+    p.add_argument("--stale-after", type=seconds, metavar="S",
+                   help="seconds after which a position report is stale (default: from the rules, 900 in "
+                        "data/rules.toml)")
+    p.add_argument("--rules", metavar="TOML", help="rules file giving the default staleness limit "
+                                                   "(default: data/rules.toml)")
     p.set_defaults(func=_fleet_list)
 
     p = fleet_sub.add_parser("position", parents=[common], help="record a team's position report")
@@ -144,26 +159,38 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
     p = fleet_sub.add_parser("history", parents=[common], help="a team's position reports and status changes")
     p.add_argument("team", metavar="TEAM")
-    p.add_argument("--limit", type=positive_int, help="only the last N position reports")
+    p.add_argument("--limit", type=positive_int, metavar="N",
+                   help="only the last N position reports (default: all of them)")
     add_db(p)
     p.set_defaults(func=_fleet_history)
 
     p = subparsers.add_parser("suggest", parents=[common],
                               help="rank the eligible teams for a call (or each call of a file)")
     add_call_args(p, call_id_help="identifier for the audit trail (default: generated)")
-    p.add_argument("--calls", metavar="FILE", help="batch: CSV or JSON lines with the same fields, one per call")
-    p.add_argument("--top", type=positive_int, help="at most N suggestions per call")
+    p.add_argument("--calls", metavar="FILE",
+                   help="batch: CSV or JSON lines with the same fields, one per call (format: "
+                        "examples/README.md; default: the one call of --lat/--lon)")
+    p.add_argument("--top", type=positive_int, metavar="N",
+                   help="at most N suggested teams per call (default: every eligible team)")
     add_db(p)
     add_rules(p)
     add_network_args(p)
+    p.add_argument("--jsonl", action="store_true",
+                   help="with --calls: one JSON answer per line as each is computed, then a summary line")
     p.set_defaults(func=_suggest)
 
     p = subparsers.add_parser("assign", parents=[common],
                               help="jointly assign waiting calls to teams (OR-Tools CP-SAT)")
-    p.add_argument("--calls", metavar="FILE", required=True, help="CSV or JSON lines, one call per row")
-    p.add_argument("--tier-penalty", type=seconds, metavar="S", help="cost of one tier lower (seconds)")
-    p.add_argument("--unserved-penalty", type=seconds, metavar="S", help="cost of an unserved call (seconds)")
-    p.add_argument("--time-limit", type=seconds, default=10.0, metavar="S", help="solver time limit")
+    p.add_argument("--calls", metavar="FILE", required=True,
+                   help="CSV or JSON lines, one call per row (format: examples/README.md; required)")
+    p.add_argument("--tier-penalty", type=seconds, metavar="S",
+                   help="cost of sending a team of one tier lower, in seconds of ETA, times the call's priority "
+                        "weight (default: tier_penalty_s of the rules, 600 in data/rules.toml)")
+    p.add_argument("--unserved-penalty", type=seconds, metavar="S",
+                   help="cost of leaving a call unserved, in seconds of ETA, times its priority weight "
+                        "(default: unserved_penalty_s of the rules, 7200 in data/rules.toml)")
+    p.add_argument("--time-limit", type=seconds, default=10.0, metavar="S",
+                   help="solver time limit in seconds (default 10)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan only; record nothing and leave the teams' statuses as they are")
     add_db(p)
@@ -173,7 +200,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
     p = subparsers.add_parser("demo", parents=[common],
                               help="the main job: sample calls across Boston, ranked teams with ETAs")
-    p.add_argument("--top", type=positive_int, default=3, help="teams shown per call (default 3)")
+    p.add_argument("--top", type=positive_int, default=3, metavar="N", help="teams shown per call (default 3)")
     p.add_argument("--db", metavar="PATH", type=Path,
                    help="use the live fleet of this database (default: the default fleet at its bases)")
     p.add_argument("--fleet", metavar="TOML", help="fleet file (default: data/fleet.toml)")
@@ -205,11 +232,12 @@ def _fleet_list(args: argparse.Namespace) -> int:
     result = {"db": str(store.path), "stale_after_s": stale_after, "teams": rows}
 
     def text(r: dict[str, Any]) -> str:
-        lines = [f"{'team':<9} {'type':<13} {'ded':<3} {'status':<14} {'lat':>9} {'lon':>10} "
+        tw = max([9, *(len(t["team_id"]) for t in r["teams"])])  # long ids widen the column
+        lines = [f"{'team':<{tw}} {'type':<13} {'ded':<3} {'status':<14} {'lat':>9} {'lon':>10} "
                  f"{'age':>7}  base"]
         for t in r["teams"]:
             age = _fmt_age(t["position_age_s"]) + ("!" if t["stale"] else " ")
-            lines.append(f"{t['team_id']:<9} {t['team_type']:<13} {'yes' if t['dedicated'] else '':<3} "
+            lines.append(f"{t['team_id']:<{tw}} {t['team_type']:<13} {'yes' if t['dedicated'] else '':<3} "
                          f"{t['status']:<14} {t['lat']:>9.5f} {t['lon']:>10.5f} {age:>7}  {t['base_name']}")
         lines.append(f"{len(r['teams'])} teams in {r['db']} ('!' = position older than "
                      f"{_fmt_age(r['stale_after_s'])})")
@@ -295,6 +323,7 @@ def read_calls(path: str | Path, *, default_received: datetime | None = None) ->
                 lines.append(reader.line_num)
             return _calls(records, lines, default_received)
         if stripped.startswith("["):
+            check_depth(text, field="calls")  # json.loads would raise RecursionError: a traceback
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as exc:
@@ -304,6 +333,7 @@ def read_calls(path: str | Path, *, default_received: datetime | None = None) ->
         for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
+            check_depth(line, field="calls", where=f"line {n}")
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as exc:
@@ -348,7 +378,14 @@ def single_call(args: argparse.Namespace) -> Call:
                               "call_id": args.call_id,
                               "received": args.received.isoformat() if args.received else None}
     record.update({f: getattr(args, f) for f in FLAGS})
-    return Call.from_dict(record, default_id=f"cli-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}")
+    # A generated id follows the call's time (--received, else the decision time --at, else now, in UTC)
+    # plus a digest of what the call is: the same call at the same time gets the same id (a retry), a
+    # different one another id. Without --received the call is received now, whatever --at says.
+    when = args.received or getattr(args, "at", None) or datetime.now(UTC)
+    digest = hashlib.sha1(json.dumps({k: v for k, v in record.items() if k != "received"}, sort_keys=True)
+                          .encode()).hexdigest()[:6]
+    stamp = when.astimezone(UTC).strftime("%Y%m%dT%H%M%S") + (f"{when.microsecond:06d}" if when.microsecond else "")
+    return Call.from_dict(record, default_id=f"cli-{stamp}-{digest}")
 
 
 def _suggest(args: argparse.Namespace) -> int:
@@ -356,7 +393,11 @@ def _suggest(args: argparse.Namespace) -> int:
         raise InvalidInput("give either --calls FILE or --lat/--lon, not both", field="calls")
     # One decision time for the whole command: shifts, staleness and speeds (not each call's `received`).
     now = args.at or datetime.now(UTC)
-    calls = read_calls(args.calls, default_received=now) if args.calls else [single_call(args)]
+    if args.calls:  # streamed: answers written as computed, bounded memory for any file size
+        from routing.cli._callfile import suggest_stream
+
+        return suggest_stream(args, now, open_store=_store, text=_suggestion_text)
+    calls = [single_call(args)]
     from routing.dispatch import decision_inputs, suggest
     from routing.eta import warm_up
     from routing.places import load_places
@@ -365,6 +406,8 @@ def _suggest(args: argparse.Namespace) -> int:
     places = load_places(args.data)
     rules = load_rules(args.rules)
     store = _store(args, network)
+    # The same call id again (suggest, then assign): without --received it is the recorded call.
+    calls = [store.reconcile_call(calls[0], received_given=args.received is not None)]
     teams = store.teams()
     started = time.perf_counter()
     if len(calls) > len(teams):  # more calls than team positions: make every call a lookup
@@ -419,7 +462,8 @@ def _suggestion_text(r: SuggestionResult, top: int | None = None, where: str | N
     lines.append(f"  rule {r.rule}: " + " → ".join(t.name for t in r.tiers))
     lines.append("  " + r.message)
     if r.suggestions:
-        lines.append(f"  {'#':>2}  {'team':<9} {'type':<13} {'ETA':>7} {'km':>6}  note")
+        tw = max([9, *(len(s.team_id) for s in r.suggestions)])  # long ids widen the column
+        lines.append(f"  {'#':>2}  {'team':<{tw}} {'type':<13} {'ETA':>11} {'km':>6}  note")
         for s in r.suggestions:
             notes = []
             if s.stale:
@@ -428,7 +472,7 @@ def _suggestion_text(r: SuggestionResult, top: int | None = None, where: str | N
                 notes.append(s.status.value)
             if s.dedicated:
                 notes.append("dedicated")
-            lines.append(f"  {s.rank:>2}  {s.team_id:<9} {s.team_type.value:<13} {s.eta_s / 60:>5.1f} m "
+            lines.append(f"  {s.rank:>2}  {s.team_id:<{tw}} {s.team_type.value:<13} {format_eta(s.eta_s):>11} "
                          f"{s.distance_m / 1000:>6.2f}  {', '.join(notes)}".rstrip())
         if r.omitted:
             lines.append(f"      ... {r.omitted} more eligible")
@@ -448,41 +492,42 @@ def _suggestion_text(r: SuggestionResult, top: int | None = None, where: str | N
 # ---------------------------------------------------------------------------------------------- assign
 
 def _assign(args: argparse.Namespace) -> int:
+    started = time.perf_counter()  # --time-limit bounds the whole command's solving, not CP-SAT alone
     now = args.at or datetime.now(UTC)
-    calls = read_calls(args.calls, default_received=now)
-    from routing.dispatch import assign, decision_inputs
+    from routing.cli._callfile import iter_calls, plan_text
+
+    pairs = list(iter_calls(args.calls, default_received=now))
+    from routing.lifecycle import assign_waiting
     from routing.places import load_places
 
     network = network_from_args(args, at=now)
     places = load_places(args.data)
     rules = load_rules(args.rules)
     store = _store(args, network)
-    teams = store.teams()
-    result = assign(calls, teams, network=network, rules=rules, places=places, now=now,
-                    tier_penalty_s=args.tier_penalty, unserved_penalty_s=args.unserved_penalty,
-                    stale_after_s=args.stale_after, time_limit_s=args.time_limit)
-    if not args.dry_run:
-        # One transaction records the plan and sends its teams en route, refusing it if a team changed
-        # since it was read (e.g. the service assigned it meanwhile): no team goes to two calls. The
-        # status changes are stamped with the real time, --at being only the time the plan is judged at.
-        store.assign(result, result.calls,
-                     decision_inputs(teams, network=network, rules=rules, now=now,
-                                     tier_penalty_s=result.tier_penalty_s,
-                                     unserved_penalty_s=result.unserved_penalty_s,
-                                     time_limit_s=args.time_limit, chosen_by="joint"),
-                     unchanged={ts.team_id: ts for ts in teams})
-    emit(args, {**result.to_dict(), "profile": network.profile},
-         lambda _: _assignment_text(result) + "\n" + speeds_line(network.profile, args))
+    # Only the calls still waiting are assigned: a re-run on the same file changes nothing and says so.
+    # One transaction applies the plan (Store.apply_plan): a team that moved meanwhile keeps its call
+    # with the ETA from where it is now; one that was taken (e.g. by the service) is refused alone.
+    out = assign_waiting(store, [c for c, _ in pairs], network=network, rules=rules, places=places, now=now,
+                         received_given=[g for _, g in pairs], dry_run=args.dry_run, actor="cli",
+                         inputs_extra={"time_limit_s": args.time_limit},
+                         tier_penalty_s=args.tier_penalty, unserved_penalty_s=args.unserved_penalty,
+                         stale_after_s=args.stale_after,
+                         time_limit_s=max(0.0, args.time_limit - (time.perf_counter() - started)))
+    emit(args, {**out, "profile": network.profile},
+         lambda r: plan_text(r) + "\n" + r["message"] + "\n" + speeds_line(network.profile, args))
     return 0
 
 
 def _assignment_text(r: AssignmentResult) -> str:
-    lines = [f"{'call':<12} {'team':<9} {'type':<13} {'tier':<22} {'ETA':>7}"]
+    # Columns as wide as the longest id (a CAD call id is often longer than the header).
+    cw = max([12, *(len(a.call_id) for a in r.assignments), *(len(u.call_id) for u in r.unserved)])
+    tw = max([9, *(len(a.team_id) for a in r.assignments)])
+    lines = [f"{'call':<{cw}} {'team':<{tw}} {'type':<13} {'tier':<22} {'ETA':>11}"]
     for a in r.assignments:
-        lines.append(f"{a.call_id:<12} {a.team_id:<9} {a.team_type.value:<13} {a.tier:<22} {a.eta_s / 60:>5.1f} m"
-                     + ("  (stale position)" if a.stale else ""))
+        lines.append(f"{a.call_id:<{cw}} {a.team_id:<{tw}} {a.team_type.value:<13} {a.tier:<22} "
+                     f"{format_eta(a.eta_s):>11}" + ("  (stale position)" if a.stale else ""))
     for u in r.unserved:
-        lines.append(f"{u.call_id:<12} {'-':<9} unserved: {u.reason}")
+        lines.append(f"{u.call_id:<{cw}} {'-':<{tw}} unserved: {u.reason}")
     proof = "proven optimal" if r.optimal else f"not proven optimal ({r.status})"
     lines.append(f"objective {r.objective:.1f} weighted s, {proof}, solved in {r.solve_time_s * 1000:.0f} ms")
     return "\n".join(lines)
@@ -531,7 +576,7 @@ def _demo(args: argparse.Namespace) -> int:
                 f"time: {local.strftime('%a %Y-%m-%d %H:%M')} Boston ({now.isoformat(timespec='seconds')}); "
                 f"road network {network.n_nodes:,} nodes; {speeds_line(network.profile, args)}",
                 f"rules: {rules.source}", "", ""]
-        where = {d["call_id"]: d["where"] for d in SAMPLE_CALLS}
+        where = {c.call_id: d["where"] for c, d in zip(calls, SAMPLE_CALLS, strict=True)}
         body = "\n\n".join(_suggestion_text(r, args.top, where.get(r.call.call_id)) for r in results)
         tail = f"\n\nmap: {map_note}" if map_note else ""
         return "\n".join(head) + body + tail

@@ -30,7 +30,8 @@ def _out_path(text: str) -> Path:
 
 
 def _map_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=_out_path, metavar="FILE.html", help="HTML file to write")
+    parser.add_argument("--out", required=True, type=_out_path, metavar="FILE.html",
+                        help="HTML file to write (required)")
     parser.add_argument("--offline", action="store_true",
                         help=f"self-contained page: no CDN, no tiles (also ${OFFLINE_ENV}=1)")
 
@@ -48,8 +49,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     _map_args(p)
     cli_dispatch.add_db(p)
     p.add_argument("--stale-after", type=cli_dispatch.seconds, metavar="S",
-                   help="staleness limit for the popups (default: from the rules)")
-    p.add_argument("--rules", metavar="TOML", help="rules file giving the default staleness limit")
+                   help="seconds after which a position is shown stale (default: from the rules, 900 in "
+                        "data/rules.toml)")
+    p.add_argument("--rules", metavar="TOML", help="rules file giving the default staleness limit "
+                                                   "(default: data/rules.toml)")
     p.add_argument("--at-base", action="store_true",
                    help="draw the fleet file's teams at their staging sites instead of the database's state")
     add_network_args(p)
@@ -58,10 +61,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = kinds.add_parser("dispatch", parents=[common],
                          help="a call (or each call of a file) with its ranked teams and their routes")
     cli_dispatch.add_call_args(p, call_id_help="identifier shown on the map (default: generated)")
-    p.add_argument("--calls", metavar="FILE", help="several calls: CSV or JSON lines, one per call")
-    p.add_argument("--top", type=cli_dispatch.positive_int, help="at most N suggestions per call")
+    p.add_argument("--calls", metavar="FILE",
+                   help="several calls: CSV or JSON lines, one per call (format: examples/README.md; default: "
+                        "the one call of --lat/--lon)")
+    p.add_argument("--top", type=cli_dispatch.positive_int, metavar="N",
+                   help="at most N suggested teams per call (default: every eligible team)")
     p.add_argument("--routes", type=_non_negative_int, metavar="N",
-                   help="draw the routes of the N fastest teams per call (default 3 for one call, 1 for several)")
+                   help="draw the routes of the N fastest teams per call, a number of teams (default 3 for one "
+                        "call, 1 for several)")
     p.add_argument("--demo", action="store_true",
                    help="the demo's sample calls against the default fleet at its bases (no database)")
     _map_args(p)

@@ -7,7 +7,8 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from routing.cli import emit, number_arg, parse_latlon, progress_for, time_arg, write_json_file
+from routing.cli import emit, number_arg, parse_latlon, progress_for, run_parameters, time_arg, write_json_file
+from routing.units import format_eta
 
 if TYPE_CHECKING:  # the engine is imported by the commands that run, so that --help starts fast
     from routing.network import RoadNetwork
@@ -26,7 +27,7 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", metavar="SRC",
                         help="road data instead of DATA/boston: a CSV export dir, .osm/.xml/.osm.bz2, "
                              ".osm.pbf (needs pyosmium), .graphml, or 'online' (download Boston from "
-                             "OpenStreetMap once, then cached)")
+                             "OpenStreetMap once, then cached); default: the osmnx CSV export in DATA/boston")
     parser.add_argument("--boundary", metavar="FILE",
                         help="service-area polygon (GeoJSON, shapefile, ...); default: Boston's boundary for "
                              "Boston data, else the road network's own extent")
@@ -42,6 +43,7 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
 
 
 _hour = number_arg(int, low=0, high=23, what="an hour of day 0-23")
+_iso_minutes = number_arg(float, low=0, high=180, low_open=True, what="minutes in (0, 180]")
 
 
 def network_from_args(args: argparse.Namespace, at: datetime | None = None) -> RoadNetwork:
@@ -84,15 +86,21 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     info.set_defaults(func=_info)
 
     route = subparsers.add_parser("route", parents=[common], help="fastest route between two points")
-    route.add_argument("--from", dest="origin", required=True, type=parse_latlon, metavar="LAT,LON")
-    route.add_argument("--to", dest="destination", required=True, type=parse_latlon, metavar="LAT,LON")
-    route.add_argument("--geojson", metavar="FILE", help="also write the route as a GeoJSON Feature")
+    route.add_argument("--from", dest="origin", required=True, type=parse_latlon, metavar="LAT,LON",
+                       help="start: latitude,longitude in WGS84 decimal degrees (required)")
+    route.add_argument("--to", dest="destination", required=True, type=parse_latlon, metavar="LAT,LON",
+                       help="destination: latitude,longitude in WGS84 decimal degrees (required)")
+    route.add_argument("--geojson", metavar="FILE",
+                       help="also write the route as a GeoJSON Feature, with the speeds it was computed with "
+                            "(default: not written)")
     add_network_args(route)
     route.set_defaults(func=_route)
 
     iso = subparsers.add_parser("isochrone", parents=[common], help="area reachable within a time budget")
-    iso.add_argument("--from", dest="origin", required=True, type=parse_latlon, metavar="LAT,LON")
-    iso.add_argument("--minutes", required=True, type=float)
+    iso.add_argument("--from", dest="origin", required=True, type=parse_latlon, metavar="LAT,LON",
+                     help="start: latitude,longitude in WGS84 decimal degrees (required)")
+    iso.add_argument("--minutes", required=True, type=_iso_minutes, metavar="M",
+                     help="time budget in minutes, in (0, 180] (required)")
     add_network_args(iso)
     iso.set_defaults(func=_isochrone)
 
@@ -107,9 +115,10 @@ def _route(args: argparse.Namespace) -> int:
     network = network_from_args(args)
     route = network.route(args.origin, args.destination)
     if args.geojson:
-        write_json_file(args.geojson, route.to_geojson(), field="geojson")
+        doc = {**route.to_geojson(), "parameters": run_parameters(args, profile=network.profile)}
+        write_json_file(args.geojson, doc, field="geojson")
     out = {**route.to_dict(), "profile": network.profile}
-    emit(args, out, lambda _: f"{route.travel_time_s / 60:.1f} min, {route.distance_m / 1000:.2f} km, "
+    emit(args, out, lambda _: f"{format_eta(route.travel_time_s)}, {route.distance_m / 1000:.2f} km, "
                               f"{len(route.nodes)} nodes\n{speeds_line(network.profile, args)}")
     return 0
 

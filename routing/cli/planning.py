@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from routing.cli import emit, number_arg, progress_for, time_arg, write_json_file
+from routing.cli import emit, number_arg, progress_for, run_parameters, time_arg, write_json_file
 from routing.errors import InvalidInput
 
 if TYPE_CHECKING:  # types only: the CLI imports the engine where a command needs it
@@ -101,9 +101,9 @@ def add_coverage_args(parser: argparse.ArgumentParser) -> None:
                           "default: every team")
     who.add_argument("--call-class", type=_call_class, metavar="FLAGS",
                      help="the whole eligible fleet of a call class, e.g. 'mental_health', "
-                          "'mental_health,safety_risk' or 'other' (tiers from the rules)")
+                          "'mental_health,safety_risk' or 'other' (tiers from the rules; default: --team-type)")
     parser.add_argument("--minutes", type=_positive_minutes, required=True, metavar="M",
-                        help="time standard in minutes (e.g. 8, 10, 12)")
+                        help="time standard in minutes, in (0, 180], e.g. 8, 10, 12 (required)")
     parser.add_argument("--from-staging", action="store_true",
                         help="teams at their staging sites (fleet file) instead of where they are now")
     parser.add_argument("--at", type=time_arg, metavar="TIME",
@@ -131,13 +131,16 @@ def add_staging_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--team-type", metavar="TYPE",
                         help="plan for this team type: today's staging is its bases in the fleet file "
                              f"(default: the crisis teams, {', '.join(CRISIS_TEAM_TYPES)})")
-    parser.add_argument("--candidates", metavar="FILE", help="extra candidate sites: CSV with id, name, lat, lon")
+    parser.add_argument("--candidates", metavar="FILE",
+                        help="extra candidate sites: CSV with id, name, lat, lon (default: none)")
     parser.add_argument("--kinds", nargs="+", choices=("police", "fire", "hospital", "community"),
                         help="real candidate kinds to use (default: all)")
-    parser.add_argument("--fixed", nargs="+", default=[], metavar="ID", help="site ids forced in (e.g. police:B2)")
-    parser.add_argument("--exclude", nargs="+", default=[], metavar="ID", help="site ids left out")
+    parser.add_argument("--fixed", nargs="+", default=[], metavar="ID",
+                        help="site ids forced in, e.g. police:B2 (default: none)")
+    parser.add_argument("--exclude", nargs="+", default=[], metavar="ID", help="site ids left out (default: none)")
     parser.add_argument("--busy-fraction", type=_fraction, default=0.3, metavar="Q",
-                        help="backup model: probability a team is busy (default 0.3, an assumption)")
+                        help="backup model: probability a team is busy, a fraction in [0, 1) (default 0.3, an "
+                             "assumption)")
     parser.add_argument("--allow-uncoverable", action="store_true",
                         help="lscp: ignore demand that no candidate reaches within T instead of failing")
     parser.add_argument("--time-limit", type=_positive_float, default=120.0, metavar="S",
@@ -155,7 +158,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = subparsers.add_parser("demand", parents=[common],
                               help="expected mental-health calls a year per neighborhood (the demand surface)")
     _add_demand_args(p)
-    p.add_argument("--geojson", metavar="FILE", help="also write the per-node demand as GeoJSON points")
+    p.add_argument("--geojson", metavar="FILE",
+                   help="also write the per-node demand as GeoJSON points, with the parameters it was computed "
+                        "with (default: not written)")
     p.add_argument("--hourly", action="store_true",
                    help="add the hour-of-day profile and calls per hour x neighborhood")
     add_network_args(p)
@@ -164,7 +169,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = subparsers.add_parser("coverage", parents=[common],
                               help="coverage of demand within a time standard by neighborhood, with the gaps")
     add_coverage_args(p)
-    p.add_argument("--geojson", metavar="FILE", help="also write the results as GeoJSON")
+    p.add_argument("--geojson", metavar="FILE",
+                   help="also write the results as GeoJSON, with the parameters they were computed with "
+                        "(default: not written)")
     p.add_argument("--geojson-level", choices=("neighborhood", "node"), default="neighborhood",
                    help="one polygon per neighborhood (default) or one point per network node")
     p.set_defaults(func=_coverage)
@@ -172,7 +179,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = subparsers.add_parser("stage", parents=[common],
                               help="choose staging sites (MCLP, p-median, LSCP, backup coverage)")
     add_staging_args(p)
-    p.add_argument("--geojson", metavar="FILE", help="also write proposed and today's sites as GeoJSON")
+    p.add_argument("--geojson", metavar="FILE",
+                   help="also write proposed and today's sites as GeoJSON, with the parameters they were "
+                        "computed with (default: not written)")
     p.add_argument("--list-candidates", action="store_true", help="list the candidate site ids and exit")
     p.set_defaults(func=_stage)
 
@@ -268,8 +277,9 @@ def staging_result_from_args(args: argparse.Namespace) -> tuple[StagingPlan, dic
 
 # ---------------------------------------------------------------------------------------------- commands
 
-def _write_geojson(path: str, doc: dict[str, Any]) -> None:
-    write_json_file(path, doc, field="geojson")
+def _write_geojson(path: str, doc: dict[str, Any], args: argparse.Namespace, **extra: Any) -> None:
+    """Write a GeoJSON export with the ``parameters`` it was computed with (options, speed profile)."""
+    write_json_file(path, {**doc, "parameters": run_parameters(args, **extra)}, field="geojson")
 
 
 def _fmt_s(v: float | None) -> str:
@@ -288,7 +298,7 @@ def _demand(args: argparse.Namespace) -> int:
         out["hourly_profile"] = profile.to_dict()
         out["arrival_rates"] = arrival_rates(demand, profile).to_dict()
     if args.geojson:
-        _write_geojson(args.geojson, demand.to_geojson())
+        _write_geojson(args.geojson, demand.to_geojson(), args, profile=network.profile)
 
     def text(d: dict[str, Any]) -> str:
         lines = [d["description"], f"{d['annual_total']:,.0f} calls a year on {d['nodes_with_demand']:,} of "
@@ -307,7 +317,9 @@ def _coverage(args: argparse.Namespace) -> int:
 
     result, context = coverage_result_from_args(args)
     if args.geojson:
-        _write_geojson(args.geojson, result.to_geojson(args.geojson_level))
+        _write_geojson(args.geojson, result.to_geojson(args.geojson_level), args,
+                       profile=context["network"].profile, label=result.label,
+                       level=args.geojson_level)
 
     def text(r: CoverageResult) -> str:
         lines = [f"{r.label}: {len(r.responders)} team(s), standard {r.minutes:g} min",
@@ -344,7 +356,7 @@ def _stage(args: argparse.Namespace) -> int:
 
     plan, context = staging_result_from_args(args)
     if args.geojson:
-        _write_geojson(args.geojson, plan.to_geojson())
+        _write_geojson(args.geojson, plan.to_geojson(), args, profile=context["network"].profile)
 
     def text(p: StagingPlan) -> str:
         gap = "" if p.gap is None else f", gap {p.gap:.2%}"

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "Bearer tokens and roles come from the JSON file named by --tokens or "
                     "$CRISIS_DISPATCH_TOKENS_FILE (see docs/SERVICE.md).")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--port", type=_port, default=8000, metavar="PORT", help="TCP port number (default 8000)")
     serve.add_argument("--db", metavar="PATH",
                        help="SQLite database shared with the CLI (default $CRISIS_DISPATCH_DB or "
                             "./crisis-dispatch.db)")
@@ -28,16 +28,21 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                        help="admit every request as admin; only allowed on a loopback address")
     serve.add_argument("--fleet", metavar="TOML", help="fleet file for a new database (default data/fleet.toml)")
     serve.add_argument("--rules", metavar="TOML", help="triage rules (default data/rules.toml)")
-    serve.add_argument("--source", metavar="SRC", help="road data instead of DATA/boston (as for 'route')")
-    serve.add_argument("--boundary", metavar="FILE", help="service-area polygon for --source (as for 'route')")
+    serve.add_argument("--source", metavar="SRC",
+                       help="road data instead of DATA/boston (as for 'route'; default: DATA/boston)")
+    serve.add_argument("--boundary", metavar="FILE",
+                       help="service-area polygon for --source (as for 'route'; default: Boston's boundary)")
     serve.add_argument("--speeds", metavar="TOML", help="travel-time model (default data/speeds.toml)")
-    serve.add_argument("--mode", choices=("emergent", "non_emergent"), help="response mode for travel times")
+    serve.add_argument("--mode", choices=("emergent", "non_emergent"),
+                       help="response mode for travel times (default: the speed model's default_mode, "
+                            "non_emergent in data/speeds.toml)")
     serve.add_argument("--max-body", type=int, default=None, metavar="BYTES",
-                       help="largest accepted request body (default 262144)")
+                       help="largest accepted request body in bytes (default 262144)")
     serve.add_argument("--write-group", type=int, default=256, metavar="N",
                        help="at most N queued writes share one commit (default 256; 1 = one fsync per write)")
     serve.add_argument("--access-log", action="store_true", help="log every request line (never headers)")
-    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                       help="least severe messages logged (default info)")
     serve.set_defaults(func=_serve)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from routing.cli import emit, number_arg, progress_for, write_json_file
+from routing.cli import emit, number_arg, progress_for, run_parameters, write_json_file
 from routing.errors import InvalidInput
 from routing.policy import available_policies
 
@@ -51,46 +51,58 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Simulate days to a year of calls (drawn from the demand model, or replayed with "
                     "--calls) under a response policy, or compare policies on the same calls and seed. "
                     f"Shipped policies: {shipped}.")
-    p.add_argument("--days", type=_positive, help="simulated days (default 7; with --calls: the file's span)")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0); same seed, same results")
+    p.add_argument("--days", type=_positive, metavar="D",
+                   help="simulated days (default 7; with --calls: the file's span)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="SEED",
+                   help="random seed, an integer >= 0 (default 0); same seed, same results")
     p.add_argument("--start", type=_start, metavar="DATE",
                    help="first day, YYYY-MM-DD in Boston time (default 2024-01-01; with --calls: the first call's day)")
     p.add_argument("--policy", metavar="NAME|FILE", default="default",
                    help="a shipped policy name or a policy TOML file (default: default)")
-    p.add_argument("--fleet", metavar="TOML", help="use this fleet file instead of the policy's")
-    p.add_argument("--rules", metavar="TOML", help="use this rules file instead of the policy's")
+    p.add_argument("--fleet", metavar="TOML", help="use this fleet file instead of the policy's (default: the "
+                                                   "policy's)")
+    p.add_argument("--rules", metavar="TOML", help="use this rules file instead of the policy's (default: the "
+                                                   "policy's)")
     p.add_argument("--compare", nargs="+", metavar="POLICY",
                    help="run two or more policies on the same calls and seed and print them side by side "
-                        "(instead of --policy)")
+                        "(instead of --policy; default: only --policy)")
     p.add_argument("--calls", metavar="FILE",
-                   help="replay calls from FILE (.json/.jsonl/.csv of calls, or BPD incident CSV, optionally .gz)")
+                   help="replay calls from FILE (.json/.jsonl/.csv of calls, or BPD incident CSV, optionally .gz; "
+                        "default: calls drawn from the demand model)")
     mix = p.add_argument_group("call volumes (demand model; see routing.arrivals.CallMix for sources)")
-    mix.add_argument("--scale", type=_non_negative, default=1.0, help="multiply every volume (default 1)")
-    mix.add_argument("--mh-per-year", type=_non_negative, default=MH_PER_YEAR,
+    mix.add_argument("--scale", type=_non_negative, default=1.0, metavar="X",
+                     help="multiplier of every call volume (default 1)")
+    mix.add_argument("--mh-per-year", type=_non_negative, default=MH_PER_YEAR, metavar="N",
                      help=f"mental-health calls a year (default {MH_PER_YEAR:,.0f})")
-    mix.add_argument("--medical-per-year", type=_non_negative, default=MEDICAL_PER_YEAR,
+    mix.add_argument("--medical-per-year", type=_non_negative, default=MEDICAL_PER_YEAR, metavar="N",
                      help=f"non-mental-health medical calls a year (default {MEDICAL_PER_YEAR:,.0f})")
-    mix.add_argument("--other-per-year", type=_non_negative, default=OTHER_PER_YEAR,
+    mix.add_argument("--other-per-year", type=_non_negative, default=OTHER_PER_YEAR, metavar="N",
                      help=f"other police-led calls a year (default {OTHER_PER_YEAR:,.0f})")
     p.add_argument("--max-wait", type=_non_negative, default=MAX_WAIT_MIN, metavar="MIN",
-                   help="a call waiting this long with no eligible team is reported unserved "
+                   help="minutes a call may wait with no eligible team before it is reported unserved "
                         f"(default {MAX_WAIT_MIN:.0f}; 0 = wait as long as it takes)")
     p.add_argument("--no-traffic", action="store_true",
                    help="drive at off-peak speeds all day (default: hour-of-day speed factors)")
-    p.add_argument("--records", metavar="CSV", help="also write one row per call (times, team, outcome)")
+    p.add_argument("--records", metavar="CSV",
+                   help="also write one row per call: times in seconds from the start and as ISO 8601 "
+                        "(Boston time with offset), team, outcome, and the run's parameters (run_* columns; "
+                        "default: not written)")
     p.add_argument("--geojson", metavar="FILE",
                    help="also write neighbourhoods with their response times as GeoJSON (with --compare: "
-                        "one file per policy, FILE's name + '-POLICY')")
-    p.add_argument("--source", metavar="SRC", help="road data instead of DATA/boston (as for 'route')")
-    p.add_argument("--boundary", metavar="FILE", help="service-area polygon for --source (as for 'route')")
+                        "one file per policy, FILE's name + '-POLICY'; default: not written)")
+    p.add_argument("--source", metavar="SRC",
+                   help="road data instead of DATA/boston (as for 'route'; default: DATA/boston)")
+    p.add_argument("--boundary", metavar="FILE",
+                   help="service-area polygon for --source (as for 'route'; default: Boston's boundary)")
     p.add_argument("--speeds", metavar="TOML", help="travel-time model (default: data/speeds.toml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     rep = p.add_argument_group("replications (routing.experiments; figures defined in docs/METRICS.md)")
     rep.add_argument("--replications", type=number_arg(int, low=1, what="a positive integer"), default=1,
                      metavar="N", help="run N replications (seeds SEED..SEED+N-1, the same for every policy) "
-                                       "and give every figure with its 95 %% confidence interval")
+                                       "and give every figure with its 95 %% confidence interval (default 1)")
     rep.add_argument("--report", metavar="FILE.html",
-                     help="write an offline HTML report with plots (PNGs also written beside it)")
+                     help="write an offline HTML report with plots (PNGs also written beside it; default: "
+                          "not written)")
     rep.add_argument("--standards", metavar="TOML",
                      help="response-time standards for the late share (default: data/time_standards.toml)")
     p.set_defaults(func=_simulate)
@@ -138,9 +150,9 @@ def _simulate(args: argparse.Namespace) -> int:
     results = [simulate(policy, calls, progress=progress, **kwargs) for policy in policies]
     wall = time.perf_counter() - started
     if args.records:
-        _write_records(args.records, results)
+        _write_records(args.records, results, args)
     if args.geojson:
-        _write_geojson(args.geojson, results, several=args.compare is not None)
+        _write_geojson(args.geojson, results, several=args.compare is not None, args=args)
     if args.compare is not None:
         emit(args, ComparisonResult(results, wall), _compare_text)
     else:
@@ -148,24 +160,53 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_geojson(path: str, results: list[SimulationResult], *, several: bool) -> None:
+def _write_geojson(path: str, results: list[SimulationResult], *, several: bool,
+                   args: argparse.Namespace | None = None) -> None:
     target = Path(path)
     for r in results:
         out = target.with_name(f"{target.stem}-{r.policy.name}{target.suffix}") if several else target
-        write_json_file(out, r.to_geojson(), field="geojson")
+        doc = r.to_geojson()
+        if args is not None:  # what the figures were computed with, as on every GeoJSON export
+            doc["parameters"] = run_parameters(args, policy=r.policy.name, start=_local(r.start), days=r.days,
+                                               seed=r.seed)
+        write_json_file(out, doc, field="geojson")
 
 
-def _write_records(path: str, results: list[SimulationResult]) -> None:
+#: Times of a record, in seconds from the run's start; each also gets an ISO 8601 column (``..._at``).
+_RECORD_TIMES = ("received", "dispatched", "on_scene", "clear", "free")
+#: The run's parameters, one column each, so that a row read on its own says what it came from.
+_RECORD_RUN = ("run_start", "run_days", "run_seed", "run_volume_scale", "run_max_wait_min", "run_time_of_day")
+
+
+def _local(when: Any) -> Any:
+    from zoneinfo import ZoneInfo
+
+    from routing.fleet import DEFAULT_TIMEZONE
+
+    return when.astimezone(ZoneInfo(DEFAULT_TIMEZONE))
+
+
+def _write_records(path: str, results: list[SimulationResult], args: argparse.Namespace | None = None) -> None:
+    from routing.units import iso_at
+
     fields = ["policy", "call_id", "klass", "mental_health", "neighborhood", "received_s", "served", "team_id",
               "team_type", "tier_index", "preferred", "queued", "dispatched_s", "on_scene_s", "clear_s", "free_s",
-              "response_s", "wait_s", "transported_to", "transport_missed", "unserved_reason"]
+              "response_s", "wait_s", "transported_to", "transport_missed", "unserved_reason",
+              *(f"{k}_at" for k in _RECORD_TIMES), *_RECORD_RUN]
     try:
         with open(path, "w", encoding="utf-8", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
             w.writeheader()
             for r in results:
+                start = _local(r.start)  # Boston time, with its offset
+                run = {"run_start": start.isoformat(), "run_days": r.days, "run_seed": r.seed,
+                       "run_volume_scale": getattr(args, "scale", None),
+                       "run_max_wait_min": getattr(args, "max_wait", None),
+                       "run_time_of_day": None if args is None else not args.no_traffic}
                 for o in r.outcomes:
-                    w.writerow({"policy": r.policy.name, **o.to_dict()})
+                    d = o.to_dict()
+                    w.writerow({"policy": r.policy.name, **d, **run,
+                                **{f"{k}_at": iso_at(start, d[f"{k}_s"]) for k in _RECORD_TIMES}})
     except OSError as exc:
         raise InvalidInput(f"cannot write {path}: {exc}", field="records") from None
 

@@ -19,14 +19,17 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "replications on dask.distributed: a local cluster of processes on every core, or "
                     "--scheduler ADDRESS. Writes one tidy row per scenario and replication (rows.parquet, "
                     "rows.csv) and the summary with 95 %% intervals (summary.json) to --out.")
-    p.add_argument("grid", metavar="GRID.toml", help="the grid file")
+    p.add_argument("grid", metavar="GRID.toml", help="the grid file (e.g. examples/sweep_quick.toml)")
     p.add_argument("--out", metavar="DIR", default="sweep-results", help="output folder (default: sweep-results)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a local cluster)")
     p.add_argument("--workers", type=number_arg(int, low=1, what="a positive integer"), metavar="N",
-                   help="local worker processes (default: every core)")
+                   help="number of local worker processes (default: every core)")
     p.add_argument("--serial", action="store_true", help="no Dask: run the tasks one by one in this process")
-    p.add_argument("--source", metavar="SRC", help="road data instead of DATA/boston (as for 'route')")
-    p.add_argument("--boundary", metavar="FILE", help="service-area polygon for --source")
+    p.add_argument("--source", metavar="SRC",
+                   help="road data instead of DATA/boston (as for 'route'; default: DATA/boston)")
+    p.add_argument("--boundary", metavar="FILE",
+                   help="service-area polygon for --source (default: Boston's boundary)")
     p.add_argument("--speeds", metavar="TOML", help="travel-time model (default: data/speeds.toml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_sweep)

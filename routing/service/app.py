@@ -58,19 +58,20 @@ from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from routing.errors import Conflict, CrisisDispatchError, DataMissing, InvalidInput
+from routing.errors import CrisisDispatchError, DataMissing, InvalidInput
 from routing.fleet import DISPATCHABLE, TeamState, TeamStatus, TeamType
 from routing.service.auth import Permission, Principal, Role, TokenTable, parse_bearer
+from routing.service.errors import AuthFirstRoute, check_body, install_error_handlers
+from routing.service.moveup import router as moveup_router  # move-up and redispatch (issue 12)
 from routing.store import Store, clock_ahead_s
 from routing.validate import timestamp as validate_timestamp
 
 if TYPE_CHECKING:
     from routing.coverage import CoverageResult
     from routing.demand import DemandSurface
-    from routing.dispatch import Assignment
     from routing.network import RoadNetwork
     from routing.places import Places
-    from routing.triage import Call, Rules
+    from routing.triage import Rules
 
 __all__ = ["create_app", "ServiceState", "GroupCommitStore", "GroupWriter", "team_view", "authorize", "MAX_BODY_BYTES"]
 
@@ -305,7 +306,18 @@ class AssignIn(_Model):
 
     team_id: str = Field(min_length=1, max_length=80)
     override: StrictBool = Field(
-        False, description="assign a dispatchable team even if it is not among the suggestions")
+        False, description="assign a dispatchable team even if it is not among the suggestions, or send again "
+                           "a team that has left this call")
+    additional: StrictBool = Field(
+        False, description="send this team although the call already has one (e.g. EMS backing a co-response "
+                           "car); recorded as additional")
+
+
+class CallStatusIn(_Model):
+    """A call's next status (``POST /calls/{id}/status``), or a note for cancel / clear."""
+
+    status: str | None = Field(None, description="en_route, on_scene, cleared or cancelled")
+    note: str | None = Field(None, max_length=500, description="recorded with the event")
 
 
 class AssignmentsIn(_Model):
@@ -475,6 +487,8 @@ def require(permission: Permission) -> Callable[[Request], Awaitable[Principal]]
     async def dependency(request: Request) -> Principal:
         return authorize(request, permission)
 
+    # Read by AuthFirstRoute (token before body) and the OpenAPI document (security per route).
+    dependency.permission = permission  # type: ignore[attr-defined]
     return dependency
 
 
@@ -483,6 +497,7 @@ _M = TypeVar("_M", bound=BaseModel)
 
 def _parse_body(model: type[_M], raw: bytes) -> _M:
     """Validate a JSON body in one pass (pydantic-core parses it); errors as FastAPI's, under ``body``."""
+    check_body(raw)  # not UTF-8, or nested too deep: 422 naming body before the parser runs
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -612,6 +627,8 @@ def create_app(
         title="crisis-dispatch",
         summary="Nearest eligible crisis-response team by road, for CAD systems and vehicle locators.",
         version="0.1.0",
+        docs_url=None,  # served by routing.service.docs from local files, never a CDN
+        redoc_url=None,
         lifespan=lifespan,
         responses=_ERRORS,
     )
@@ -620,7 +637,15 @@ def create_app(
     app.add_exception_handler(CrisisDispatchError, _on_domain_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _on_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _on_bug)
+    install_error_handlers(app)
+    app.router.route_class = AuthFirstRoute  # token and role before the body (routes added from here on)
     _routes(app)
+    app.router.routes.extend(moveup_router.routes)  # as routes, not a lazily included router: docs reads them
+    from routing.service.board import install_board
+    from routing.service.docs import install_docs
+
+    install_board(app)
+    install_docs(app)
     return app
 
 
@@ -694,16 +719,26 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one place that lists every en
 
     @app.get("/teams/{team_id}/positions", tags=["teams"], summary="Position history, oldest first")
     def team_positions(request: Request, team_id: _TeamId, _: _Reader,
-                       limit: Annotated[int | None, Query(ge=1, le=1_000_000)] = None) -> dict[str, Any]:
-        rows = _state(request).store.position_history(team_id, limit=limit)
+                       limit: Annotated[int | None, Query(ge=1, le=1_000_000, description="the newest N (with "
+                                                          "after: the oldest N after it)")] = None,
+                       before: Annotated[str | None, Query(description="reports before this time (cursor)")] = None,
+                       after: Annotated[str | None, Query(description="reports after this time (cursor)")] = None,
+                       ) -> dict[str, Any]:
+        # Paged in SQL on the (team, order time) index: milliseconds with millions of reports.
+        rows = _state(request).store.position_history(team_id, limit=limit, before=before, after=after)
         return {"team_id": team_id, "positions": [_position_view(r) for r in rows]}
 
     @app.get("/teams/{team_id}/statuses", tags=["teams"], summary="Status history, oldest first")
-    def team_statuses(request: Request, team_id: _TeamId, _: _Reader) -> dict[str, Any]:
-        return {"team_id": team_id, "statuses": _state(request).store.status_history(team_id)}
+    def team_statuses(request: Request, team_id: _TeamId, _: _Reader,
+                      limit: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+                      before: Annotated[str | None, Query(description="changes before this time (cursor)")] = None,
+                      after: Annotated[str | None, Query(description="changes after this time (cursor)")] = None,
+                      ) -> dict[str, Any]:
+        return {"team_id": team_id, "statuses": _state(request).store.status_history(
+            team_id, limit=limit, before=before, after=after)}
 
     @app.put("/teams/{team_id}/position", tags=["teams"], summary="Report a position (locator)",
-             openapi_extra=_json_body(PositionIn))
+             openapi_extra={**_json_body(PositionIn), "x-permission": Permission.position.value})
     async def put_position(request: Request, team_id: _TeamId) -> JSONResponse:
         # The hottest endpoint (every locator, every few seconds): token and body are checked here rather
         # than by dependency injection and FastAPI's body handling, which cost a third of its CPU time.
@@ -722,11 +757,12 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one place that lists every en
         return JSONResponse(_clock_view(ts, body.timestamp, received))  # JSON-ready: no response-model pass
 
     @app.put("/teams/{team_id}/status", tags=["teams"], summary="Change a team's status (dispatcher)")
-    def put_status(request: Request, team_id: _TeamId, body: StatusIn, _: _Dispatcher) -> dict[str, Any]:
+    def put_status(request: Request, team_id: _TeamId, body: StatusIn, who: _Dispatcher) -> dict[str, Any]:
         state = _state(request)
         received = datetime.now(UTC)
         try:
-            ts = state.write(state.store.set_status, team_id, body.status, body.timestamp, received=received)
+            ts = state.write(state.store.set_status, team_id, body.status, body.timestamp, received=received,
+                             actor=who.name)
         except CrisisDispatchError as exc:
             raise _renamed(exc, {"at": "timestamp"}) from None
         return _clock_view(ts, body.timestamp, received)
@@ -734,7 +770,7 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one place that lists every en
     # ---------------------------------------------------------------- calls
     @app.post("/calls", status_code=201, tags=["calls"],
               summary="A new call: ranked suggestions of eligible teams (recorded with the call)")
-    def post_call(request: Request, body: CallIn, _: _Dispatcher,
+    def post_call(request: Request, body: CallIn, who: _Dispatcher,
                   top: Annotated[int | None, Query(ge=1, le=1000)] = None) -> JSONResponse:
         from routing.dispatch import decision_inputs, suggest
         from routing.triage import Call
@@ -742,53 +778,102 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one place that lists every en
         state = _state(request)
         call = Call.from_dict(body.model_dump(exclude_none=True))
         now = datetime.now(UTC)
+        # A client retry sends the same call again: same details (no `received` = as recorded) is the
+        # same call, answered 200 with its record and a fresh suggestion; other details are a 422.
+        try:
+            call = state.store.reconcile_call(call, received_given=body.received is not None)
+        except CrisisDispatchError as exc:
+            raise _renamed(exc, {"at": "received"}) from None
+        known = body.call_id is not None and _recorded(state.store, call.call_id)
         # Speeds of the call's own time (its `received`, else now); shifts and staleness of now.
-        network = _network_at(state, body.received or now)
+        network = _network_at(state, call.received)
         teams = state.store.teams()  # a WAL snapshot: never waits for a writer
         result = suggest(call, teams, network=network, rules=state.rules, places=state.places,
                          now=now, top=top)
         inputs = decision_inputs(teams, network=network, rules=state.rules, now=now, top=top)
-        decision_id = state.write(state.store.record_suggestion, result, inputs)
-        out = {"call_id": result.call.call_id, "decision_id": decision_id, **result.to_dict(),
-               "profile": network.profile}
-        return JSONResponse(_finite(out), status_code=201,
+        decision_id = state.write(state.store.record_suggestion, result, inputs, actor=who.name)
+        out: dict[str, Any] = {"call_id": result.call.call_id, "decision_id": decision_id, **result.to_dict(),
+                               "profile": network.profile}
+        record = state.store.call_record(call.call_id)
+        out.update(status=record["status"], teams=record["teams"], created=not known)
+        return JSONResponse(_finite(out), status_code=200 if known else 201,
                             headers={"Location": f"/calls/{result.call.call_id}"})
 
-    @app.get("/calls", tags=["calls"], summary="Recorded calls, oldest first")
+    @app.get("/calls", tags=["calls"], summary="Recorded calls with their status, oldest first (paged)")
     def list_calls(request: Request, _: _Reader,
-                   limit: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> dict[str, Any]:
-        calls = _state(request).store.calls()
-        if limit is not None:
-            calls = calls[-limit:]
-        return {"calls": [c.to_dict() for c in calls]}
+                   limit: Annotated[int | None, Query(ge=1, le=100_000, description="the newest N (with "
+                                                      "after: the oldest N after it)")] = None,
+                   status: Annotated[str | None, Query(description="a call status, or open")] = None,
+                   before: Annotated[str | None, Query(description="received before this time (cursor)")] = None,
+                   after: Annotated[str | None, Query(description="received after this time (cursor)")] = None,
+                   ) -> dict[str, Any]:
+        page = _state(request).store.call_page(status=status, limit=limit, before=before, after=after)
+        calls = [{**r["call"], "status": r["status"], "status_time": r["status_time"]} for r in page]
+        return {"calls": calls, "before": calls[0]["received"] if calls else None,
+                "after": calls[-1]["received"] if calls else None}
 
     @app.get("/calls/{call_id}", tags=["calls"],
              summary="A recorded call, its assignments and the suggestions made for it (newest first)")
     def get_call(request: Request, call_id: _CallId, _: _Reader) -> JSONResponse:
         store = _state(request).store
-        call = store.call(call_id)
+        record = store.call_record(call_id)
         suggestions = [{"decision_id": d["id"], "created_at": d["created_at"], **d["result"]}
                        for d in store.decisions("suggestion", call_id=call_id)]
-        return JSONResponse(_finite({"call": call.to_dict(), "assignments": store.assignments(call_id),
-                                     "suggestions": suggestions}))
+        return JSONResponse(_finite({**record, "suggestions": suggestions}))
 
     @app.post("/calls/{call_id}/assign", status_code=201, tags=["calls"],
               summary="Send a team to a recorded call: records the decision, the team goes en route")
-    def assign_call(request: Request, call_id: _CallId, body: AssignIn, _: _Dispatcher) -> JSONResponse:
-        out = _assign_one(_state(request), call_id, body.team_id, override=body.override)
+    def assign_call(request: Request, call_id: _CallId, body: AssignIn, who: _Dispatcher) -> JSONResponse:
+        out = _assign_one(_state(request), call_id, body.team_id, override=body.override,
+                          additional=body.additional, actor=who.name)
         return JSONResponse(_finite(out), status_code=201 if out["created"] else 200)
+
+    def _call_transition(request: Request, call_id: str, status: str, who: Principal,
+                         note: str | None = None) -> JSONResponse:
+        state = _state(request)
+        out = state.write(state.store.set_call_status, call_id, status, actor=who.name, note=note)
+        return JSONResponse(_finite(out))
+
+    @app.post("/calls/{call_id}/cancel", tags=["calls"],
+              summary="Cancel a call that is not on scene yet: its en-route teams are free again")
+    def cancel_call(request: Request, call_id: _CallId, who: _Dispatcher,
+                    body: CallStatusIn | None = None) -> JSONResponse:
+        return _call_transition(request, call_id, "cancelled", who, body.note if body else None)
+
+    @app.post("/calls/{call_id}/clear", tags=["calls"],
+              summary="Clear a call (dealt with): its teams go returning")
+    def clear_call(request: Request, call_id: _CallId, who: _Dispatcher,
+                   body: CallStatusIn | None = None) -> JSONResponse:
+        return _call_transition(request, call_id, "cleared", who, body.note if body else None)
+
+    @app.post("/calls/{call_id}/status", tags=["calls"],
+              summary="Move a call along its lifecycle (en_route, on_scene, cleared, cancelled); teams follow")
+    def call_status(request: Request, call_id: _CallId, body: CallStatusIn, who: _Dispatcher) -> JSONResponse:
+        if body.status is None:
+            raise InvalidInput("give the new status", field="status")
+        return _call_transition(request, call_id, body.status, who, body.note)
+
+    @app.get("/events", tags=["calls"], summary="The call audit trail: every status change, who and when")
+    def list_events(request: Request, _: _Reader,
+                    call_id: Annotated[str | None, Query(pattern=_ID_PATTERN)] = None,
+                    since: Annotated[str | None, Query(description="only events at or after this time")] = None,
+                    limit: Annotated[int | None, Query(ge=1, le=100_000, description="the newest N")] = 1000,
+                    ) -> dict[str, Any]:
+        return {"events": _state(request).store.events(call_id=call_id, since=since, limit=limit)}
 
     # ---------------------------------------------------------------- joint assignment
     @app.post("/assignments", tags=["assignments"],
               summary="Assign several waiting calls jointly (OR-Tools); records and applies the plan")
-    def post_assignments(request: Request, body: AssignmentsIn, _: _Dispatcher) -> JSONResponse:
-        out = _assign_joint(_state(request), body)
+    def post_assignments(request: Request, body: AssignmentsIn, who: _Dispatcher) -> JSONResponse:
+        out = _assign_joint(_state(request), body, actor=who.name)
         return JSONResponse(_finite(out), status_code=200 if body.dry_run else 201)
 
     @app.get("/assignments", tags=["assignments"], summary="Recorded assignments, oldest first")
     def list_assignments(request: Request, _: _Reader,
-                         call_id: Annotated[str | None, Query(pattern=_ID_PATTERN)] = None) -> dict[str, Any]:
-        return {"assignments": _state(request).store.assignments(call_id)}
+                         call_id: Annotated[str | None, Query(pattern=_ID_PATTERN)] = None,
+                         limit: Annotated[int | None, Query(ge=1, le=100_000, description="the newest N")] = None,
+                         ) -> dict[str, Any]:
+        return {"assignments": _state(request).store.assignments(call_id, limit=limit)}
 
     # ---------------------------------------------------------------- coverage and maps
     @app.get("/coverage", tags=["analysis"],
@@ -833,95 +918,40 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _assign_one(state: ServiceState, call_id: str, team_id: str, *, override: bool) -> dict[str, Any]:
-    """Record that ``team_id`` goes to ``call_id`` and set the team en route, in one transaction.
+def _recorded(store: Store, call_id: str) -> bool:
+    try:
+        store.call_status(call_id)
+    except CrisisDispatchError:
+        return False
+    return True
 
-    :meth:`Store.assign` re-checks inside its transaction that the team is still dispatchable, so two
-    dispatchers (or the service and a CLI) racing for one team get one success and one 422 (Conflict). A retried
-    request (the team already went to this very call) answers the recorded assignment, ``created: false``.
+
+def _assign_one(state: ServiceState, call_id: str, team_id: str, *, override: bool, additional: bool = False,
+                actor: str = "service") -> dict[str, Any]:
+    """Record that ``team_id`` goes to ``call_id`` and set the team en route, in one transaction
+    (:func:`routing.lifecycle.assign_team`, shared with ``crisis-dispatch call assign``).
+
+    :meth:`Store.assign` re-checks inside its transaction that the team is still dispatchable and the
+    call still takes it, so two dispatchers (or the service and a CLI) racing get one success and one
+    422 (Conflict). A retried request (the team is still on this very call) answers the recorded
+    assignment, ``created: false``; a stale one (the team has left the call since) is a 422 naming why.
     """
-    from routing.dispatch import Assignment, AssignmentResult, decision_inputs, suggest
+    from routing.lifecycle import assign_team
 
-    store = state.store
-    call = store.call(call_id)  # 404 for an unknown call
+    call = state.store.call(call_id)  # 404 for an unknown call
     now = datetime.now(UTC)
     network = _network_at(state, call.received)
-    current = store.team(team_id)  # 404 for an unknown team
-    retried = _already_assigned(state, call_id, team_id, now)
-    if retried is not None:
-        return {**retried, "profile": network.profile}
-    if current.status not in DISPATCHABLE:
-        raise Conflict(f"team {team_id} is {current.status.value}, not dispatchable "
-                       "(available or returning)", field="team_id")
-    # The road search runs here, outside any transaction, on a WAL snapshot; Store.assign re-checks.
-    teams = store.teams()
-    result = suggest(call, teams, network=network, rules=state.rules, places=state.places, now=now)
-    snap = next(ts for ts in teams if ts.team_id == team_id)
-    sug = next((s for s in result.suggestions if s.team_id == team_id), None)
-    note = None
-    if sug is not None:
-        assignment = Assignment(call_id, team_id, snap.team.team_type, sug.eta_s, sug.distance_m,
-                                sug.tier, result.tier_index or 0, sug.stale, snap.lat, snap.lon)
-    else:
-        why = next((i for i in result.ineligible if i.team_id == team_id), None)
-        if why is not None and not override:
-            raise Conflict(f"team {team_id} is not suggested for {call_id}: {why.reason}; "
-                           "send \"override\": true to assign it anyway", field="team_id")
-        note = why.reason if why is not None else None
-        assignment = _manual_assignment(state, network, call, snap, now)
-    plan = AssignmentResult([call], [assignment], [], assignment.eta_s if math.isfinite(assignment.eta_s)
-                            else 0.0, True, "MANUAL" if note is None else "OVERRIDE", 0.0,
-                            state.rules.tier_penalty_s, state.rules.unserved_penalty_s, now)
-    inputs = decision_inputs(teams, network=network, rules=state.rules, now=now,
-                             chosen_by="dispatcher", override_reason=note)
-    try:
-        decision_id = state.write(store.assign, plan, [call], inputs, at=now, received=now)
-    except Conflict:
-        # Lost a race: to an identical request (answer as a retry), or to another call (the Conflict stands).
-        retried = _already_assigned(state, call_id, team_id, now)
-        if retried is not None:
-            return {**retried, "profile": network.profile}
-        raise
-    current = store.team(team_id)
-    return {"created": True, "call_id": call_id, "decision_id": decision_id, "assignment": assignment.to_dict(),
-            "team": team_view(current, now), "override": note,
-            "message": f"{team_id} sent to {call_id}" + (f" (override: {note})" if note else ""),
-            "profile": network.profile}
-
-
-def _already_assigned(state: ServiceState, call_id: str, team_id: str, now: datetime) -> dict[str, Any] | None:
-    """The answer to a retried assignment: the call's latest assignment is this team, still on its way."""
-    previous = state.store.assignments(call_id)
-    if not previous or previous[-1]["team_id"] != team_id:
-        return None
+    out = assign_team(state.store, call_id, team_id, network=network, rules=state.rules, places=state.places,
+                      now=now, override=override, additional=additional, actor=actor, write=state.write)
     current = state.store.team(team_id)
-    if current.status in DISPATCHABLE:  # it went back to service since: a new assignment, not a retry
-        return None
-    return {"created": False, "call_id": call_id, "decision_id": previous[-1]["decision_id"],
-            "assignment": previous[-1], "team": team_view(current, now), "override": None,
-            "message": f"{team_id} was already assigned to {call_id}"}
+    return {**out, "team": team_view(current, now), "profile": network.profile}
 
 
-def _manual_assignment(state: ServiceState, network: RoadNetwork, call: Call, ts: TeamState, now: datetime
-                       ) -> Assignment:
-    """An assignment row for a team outside the suggestions: its own ETA (``network``'s speeds), tier
-    from the rules."""
-    from routing.dispatch import Assignment
-
-    try:
-        eta = float(network.eta((ts.lat, ts.lon), (call.lat, call.lon)))
-    except InvalidInput:
-        eta = math.inf
-    tiers = state.rules.tiers_for(call)
-    index = next((i for i, t in enumerate(tiers) if ts.team.team_type in t.team_types), -1)
-    tier = tiers[index].name if index >= 0 else "override"
-    stale = ts.position_age_s(now) > state.rules.stale_after_s
-    return Assignment(call.call_id, ts.team_id, ts.team.team_type, eta, math.nan, tier, index, stale,
-                      ts.lat, ts.lon)
-
-
-def _assign_joint(state: ServiceState, body: AssignmentsIn) -> dict[str, Any]:
-    from routing.dispatch import assign, decision_inputs
+def _assign_joint(state: ServiceState, body: AssignmentsIn, *, actor: str = "service") -> dict[str, Any]:
+    """Jointly assign the waiting calls among ``body`` (:func:`routing.lifecycle.assign_waiting`): calls
+    that already have a team are skipped (a re-run changes nothing, and says so); a team that moved
+    since the plan keeps its call with a recomputed ETA; only what became impossible is refused."""
+    from routing.lifecycle import assign_waiting
     from routing.triage import Call
 
     store = state.store
@@ -930,27 +960,30 @@ def _assign_joint(state: ServiceState, body: AssignmentsIn) -> dict[str, Any]:
     if len(body.call_ids) + len(body.calls) > MAX_JOINT_CALLS:
         raise InvalidInput(f"at most {MAX_JOINT_CALLS} calls at once", field="calls")
     calls = [store.call(cid) for cid in body.call_ids]
+    given = [True] * len(calls)
     for k, c in enumerate(body.calls):
         try:
             calls.append(Call.from_dict(c.model_dump(exclude_none=True)))
         except InvalidInput as exc:
             raise InvalidInput(f"calls[{k}]: {exc.message}", field=f"calls[{k}].{exc.field}") from None
+        given.append(c.received is not None)
+    ids = [c.call_id for c in calls]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise InvalidInput(f"duplicate call_id {dup!r}", field="call_id")
     now = datetime.now(UTC)
     # One decision time for the joint plan, the server clock: calls received at different hours still
     # compete for the same teams now.
     network = _network_at(state, now)
-    teams = store.teams()
-    result = assign(calls, teams, network=network, rules=state.rules, places=state.places, now=now)
-    out: dict[str, Any] = {"dry_run": body.dry_run, "decision_id": None, **result.to_dict(),
-                           "profile": network.profile}
-    if body.dry_run:
-        return out
-    # One transaction records the plan and sends its teams en route, provided none of them changed
-    # (status or position) since the snapshot the plan was computed from.
-    inputs = decision_inputs(teams, network=network, rules=state.rules, now=now, chosen_by="joint")
-    out["decision_id"] = state.write(store.assign, result, result.calls, inputs, at=now, received=now,
-                                     unchanged={ts.team_id: ts for ts in teams})
-    return out
+    try:
+        out = assign_waiting(store, calls, network=network, rules=state.rules, places=state.places, now=now,
+                             received_given=given, dry_run=body.dry_run, actor=actor, write=state.write)
+    except CrisisDispatchError as exc:
+        if exc.field == "received":
+            k = next((k for k, c in enumerate(body.calls) if c.received is not None), 0)
+            exc.field = f"calls[{k}].received"
+        raise
+    return {**out, "profile": network.profile}
 
 
 def _coverage(state: ServiceState, *, minutes: float, team_types: Sequence[TeamType] | None, from_staging: bool,
