@@ -23,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout, not an installed copy
 from _common import data_dir  # noqa: E402
 
-import routing.simulate as sim_module  # noqa: E402
+import routing.simulation as sim_module  # noqa: E402
 from routing import eta  # noqa: E402
 from routing.arrivals import generate_calls, load_arrival_model  # noqa: E402
 from routing.network import load_network  # noqa: E402
 from routing.places import load_places  # noqa: E402
 from routing.policy import load_policy  # noqa: E402
-from routing.simulate import default_start, simulate  # noqa: E402
+from routing.simulation import default_start, simulate  # noqa: E402
 
 TARGET_S = 60.0
 

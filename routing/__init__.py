@@ -81,10 +81,10 @@ _EXPORTS: dict[str, str] = {
     "read_calls_file": "routing.arrivals",
     "CallMix": "routing.arrivals",
     "ArrivalModel": "routing.arrivals",
-    "simulate": "routing.simulate",
-    "compare": "routing.simulate",
-    "SimulationResult": "routing.simulate",
-    "ComparisonResult": "routing.simulate",
+    "simulate": "routing.simulation",
+    "compare": "routing.simulation",
+    "SimulationResult": "routing.simulation",
+    "ComparisonResult": "routing.simulation",
     # live state
     "Store": "routing.store",
     # errors
@@ -117,8 +117,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
     else:
         raise AttributeError(f"module 'routing' has no attribute {name!r}")
-    # Cache it: later lookups skip __getattr__. This also puts the function ``simulate`` back where
-    # importing ``routing.simulate`` just set the module of the same name.
+    # Cache it: later lookups skip __getattr__.
     globals()[name] = value
     return value
 
@@ -148,7 +147,7 @@ if TYPE_CHECKING:
     from routing.network import RoadNetwork, Route, Snap, load_network
     from routing.places import Places, Site, load_places
     from routing.policy import Policy, load_policy
-    from routing.simulate import ComparisonResult, SimulationResult, compare, simulate
+    from routing.simulation import ComparisonResult, SimulationResult, compare, simulate
     from routing.staging import StagingPlan, StagingProblem, build_problem, candidate_sites, plan_staging, today_sites
     from routing.store import Store
     from routing.triage import Call, Rules, load_rules

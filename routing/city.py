@@ -3,7 +3,7 @@
 A notebook, a script, the CLI, the service and the simulation all need the same inputs built the same
 way: :meth:`City.load` reads them once, and the methods call the engine with them, each a thin wrapper
 over one engine function (:func:`routing.dispatch.suggest`, :func:`routing.coverage.fleet_coverage`,
-:func:`routing.staging.plan_staging`, :func:`routing.simulate.simulate`, ...). Everything the wrappers
+:func:`routing.staging.plan_staging`, :func:`routing.simulation.simulate`, ...). Everything the wrappers
 do can be done with the engine functions directly; the wrappers only fill in the city's own inputs and
 apply the one-clock rule (the decision time chooses the hour-of-day speeds, as in the CLI).
 """
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from routing.network import RoadNetwork
     from routing.places import Places, Site
     from routing.policy import Policy
-    from routing.simulate import ComparisonResult, SimulationResult
+    from routing.simulation import ComparisonResult, SimulationResult
     from routing.speeds import SpeedModel
     from routing.staging import StagingPlan, StagingProblem
     from routing.store import Store
@@ -272,17 +272,17 @@ class City:
                        mix: CallMix | None = None) -> list[Call]:
         """Calls drawn from the arrival model (:func:`routing.arrivals.generate_calls`).
 
-        ``start`` defaults to :func:`routing.simulate.default_start` (Monday 2024-01-01 in Boston).
+        ``start`` defaults to :func:`routing.simulation.default_start` (Monday 2024-01-01 in Boston).
         """
         from routing.arrivals import generate_calls
-        from routing.simulate import default_start
+        from routing.simulation import default_start
 
         return generate_calls(self.arrival_model(), mix, start=start or default_start(), days=days, seed=seed)
 
     def simulate(self, policy: str | os.PathLike[str] | Policy = "default", calls: Sequence[Call] | None = None, *,
                  days: float | None = None, start: datetime | None = None, seed: int = 0,
                  mix: CallMix | None = None, **kwargs: Any) -> SimulationResult:
-        """Run calls through a policy (:func:`routing.simulate.simulate`) on this city's network and places.
+        """Run calls through a policy (:func:`routing.simulation.simulate`) on this city's network and places.
 
         Parameters
         ----------
@@ -291,23 +291,23 @@ class City:
         calls
             The calls (default: :meth:`generate_calls` with ``days``, ``start``, ``seed``, ``mix``).
         days, start, seed, mix
-            The simulated period (default 7 days from :func:`~routing.simulate.default_start`; with
+            The simulated period (default 7 days from :func:`~routing.simulation.default_start`; with
             ``calls`` given, the calls' span) and the draws.
         **kwargs
-            ``max_wait_s``, ``time_of_day``, ``progress`` ... (see :func:`~routing.simulate.simulate`).
+            ``max_wait_s``, ``time_of_day``, ``progress`` ... (see :func:`~routing.simulation.simulate`).
         """
         return self._run([policy], calls, days=days, start=start, seed=seed, mix=mix, **kwargs).results[0]
 
     def compare(self, policies: Sequence[str | os.PathLike[str] | Policy], calls: Sequence[Call] | None = None, *,
                 days: float | None = None, start: datetime | None = None, seed: int = 0,
                 mix: CallMix | None = None, **kwargs: Any) -> ComparisonResult:
-        """Several policies on the same calls and seed (:func:`routing.simulate.compare`); see :meth:`simulate`."""
+        """Several policies on the same calls and seed (:func:`routing.simulation.compare`); see :meth:`simulate`."""
         return self._run(policies, calls, days=days, start=start, seed=seed, mix=mix, **kwargs)
 
     def _run(self, policies: Sequence[Any], calls: Sequence[Call] | None, *, days: float | None, start: datetime | None,
              seed: int, mix: CallMix | None, **kwargs: Any) -> ComparisonResult:
         from routing.policy import Policy
-        from routing.simulate import compare, default_start
+        from routing.simulation import compare, default_start
 
         loaded = [p if isinstance(p, Policy) else self.policy(p) for p in policies]
         if calls is None:

@@ -5,7 +5,7 @@ different with another seed. :func:`replicate` runs ``replications`` independent
 policy and summarises each figure of :mod:`routing.metrics` over them:
 
 - replication ``r`` uses seed ``seed + r`` both to draw the calls (:func:`routing.arrivals.generate_calls`)
-  and for the service-time streams of :func:`routing.simulate.simulate`; every policy meets exactly the
+  and for the service-time streams of :func:`routing.simulation.simulate`; every policy meets exactly the
   same calls with the same on-scene "difficulty" in replication ``r`` (common random numbers), so
   replication 0 is the single run ``crisis-dispatch simulate --seed SEED`` prints;
 - a figure's interval is the Student t interval over replications, ``mean +- t(0.975, N-1) * sd / sqrt(N)``
@@ -34,7 +34,7 @@ from routing.arrivals import CallMix, generate_calls
 from routing.errors import InvalidInput
 from routing.metrics import TimeStandard, load_time_standards, published_metrics
 from routing.policy import Policy
-from routing.simulate import DEFAULT_MAX_WAIT_S, default_start, simulate
+from routing.simulation import DEFAULT_MAX_WAIT_S, default_start, simulate
 from routing.triage import Call
 
 CallSource = Sequence[Call] | Callable[[int], Sequence[Call]]
@@ -173,20 +173,20 @@ def replicate(policies: Sequence[Policy], *, network: Any, places: Any = None, a
     policies
         One or more policies (names must differ); the first is the baseline of the differences.
     network, places
-        Road network and places (as for :func:`routing.simulate.simulate`).
+        Road network and places (as for :func:`routing.simulation.simulate`).
     arrival_model, mix
         Draw replication ``r``'s calls with :func:`routing.arrivals.generate_calls` (seed ``seed + r``).
     calls
         Instead of the arrival model: a fixed sequence of calls (a replay, the same in every
         replication) or a function ``seed -> calls``.
     start, days
-        The simulated period (default start: :func:`routing.simulate.default_start`).
+        The simulated period (default start: :func:`routing.simulation.default_start`).
     replications
         Number of replications ``N >= 1``.
     seed
         Replication ``r`` uses ``seed + r``.
     max_wait_s, time_of_day, hospitals
-        As for :func:`routing.simulate.simulate`.
+        As for :func:`routing.simulation.simulate`.
     standards
         Response-time standards (default ``data/time_standards.toml``).
     scenario

@@ -1,7 +1,7 @@
 """The figures cities publish about alternative crisis response, computed from one simulated run.
 
 Every figure is named and defined in ``docs/METRICS.md``; this module is the definition in code. They
-are computed from :class:`routing.simulate.SimulationResult` outcomes alone (no re-simulation), so a
+are computed from :class:`routing.simulation.SimulationResult` outcomes alone (no re-simulation), so a
 replayed call file and a generated one are measured the same way.
 
 :func:`published_metrics` returns a :class:`RunMetrics`: ``scalars`` (one number per figure, the
@@ -142,7 +142,7 @@ def published_metrics(result: Any, *, standards: Sequence[TimeStandard] | None =
     Parameters
     ----------
     result
-        A :class:`routing.simulate.SimulationResult`.
+        A :class:`routing.simulation.SimulationResult`.
     standards
         Response-time standards (default :func:`load_time_standards`).
 

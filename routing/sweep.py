@@ -245,7 +245,7 @@ def run_task(grid: Grid, index: int, replication: int, data_dir: str, source: st
     from routing.arrivals import CallMix, generate_calls
     from routing.experiments import run_replication
     from routing.metrics import load_time_standards
-    from routing.simulate import parse_start
+    from routing.simulation import parse_start
 
     network, places, model = _world(data_dir, source, speeds, boundary)
     scenario = grid.scenarios[index]

@@ -104,7 +104,7 @@ def test_parser_defaults_spelled_out_match_the_engine() -> None:
     from routing.arrivals import CallMix
     from routing.cli import planning as cli_planning
     from routing.cli import simulate as cli_simulate
-    from routing.simulate import DEFAULT_MAX_WAIT_S
+    from routing.simulation import DEFAULT_MAX_WAIT_S
     from routing.staging import MODELS
 
     assert cli_planning.STAGING_MODELS == MODELS

@@ -21,7 +21,7 @@ from routing.fleet import Team, TeamType
 from routing.metrics import demand_weighted_gap, is_eligible, load_time_standards, published_metrics
 from routing.network import network_from_graph
 from routing.policy import Policy, ServiceTime, load_policy
-from routing.simulate import simulate
+from routing.simulation import simulate
 from routing.speeds import load_speeds
 from routing.triage import Call, load_rules
 

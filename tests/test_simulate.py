@@ -22,7 +22,7 @@ from routing.errors import InvalidInput, NotFound
 from routing.fleet import TRANSITIONS, Team, TeamStatus, TeamType
 from routing.network import network_from_graph
 from routing.policy import Policy, ServiceTime, available_policies, load_policy
-from routing.simulate import compare, default_start, select_period, simulate
+from routing.simulation import compare, default_start, select_period, simulate
 from routing.speeds import load_speeds
 from routing.triage import Call, load_rules
 

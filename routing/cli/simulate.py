@@ -14,11 +14,11 @@ from routing.errors import InvalidInput
 from routing.policy import available_policies
 
 if TYPE_CHECKING:  # the simulation is imported when it runs, so that --help starts fast
-    from routing.simulate import ComparisonResult, SimulationResult
+    from routing.simulation import ComparisonResult, SimulationResult
 
 # Defaults shown in --help, spelled out so that building the parser does not import the engine's
 # NumPy/SciPy modules; a test checks they equal routing.arrivals.CallMix() and
-# routing.simulate.DEFAULT_MAX_WAIT_S.
+# routing.simulation.DEFAULT_MAX_WAIT_S.
 MH_PER_YEAR = 10_000.0
 MEDICAL_PER_YEAR = 7_900.0
 OTHER_PER_YEAR = 7_000.0
@@ -34,7 +34,7 @@ _seed = number_arg(int, low=0, what="a non-negative integer seed")
 
 
 def _start(text: str) -> Any:
-    from routing.simulate import parse_start
+    from routing.simulation import parse_start
 
     try:
         return parse_start(text)
@@ -114,7 +114,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from routing.network import load_network
     from routing.places import load_places
     from routing.policy import load_policy
-    from routing.simulate import ComparisonResult, default_start, select_period, simulate
+    from routing.simulation import ComparisonResult, default_start, select_period, simulate
 
     if args.compare is not None and len(args.compare) < 2:
         raise InvalidInput("--compare needs at least two policies", field="compare")

@@ -43,9 +43,7 @@ import bisect
 import heapq
 import json
 import math
-import sys
 import time
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -1098,18 +1096,3 @@ __all__ = [
     "CallOutcome", "ComparisonResult", "SimulationResult", "TeamUsage", "compare", "default_start", "parse_start",
     "select_period", "simulate",
 ]
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`simulate`.
-
-    The public API exports the function as ``routing.simulate``, but Python sets the package attribute
-    ``routing.simulate`` to this module whenever the module is first imported by its dotted name
-    (``from routing.simulate import ...``): ``rd.simulate(...)`` must work whichever came first.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> SimulationResult:
-        return simulate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
