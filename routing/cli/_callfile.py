@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from routing.errors import InvalidInput
+from routing.jsonlimits import check_depth
 from routing.triage import Call
 
 #: Suggestions written to the audit trail per transaction.
@@ -46,8 +47,10 @@ def _records(path: Path) -> Iterator[tuple[int, Any]]:
                         raise InvalidInput(f"line {reader.line_num}: more values than header columns", field="calls")
                     yield reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}
             elif head.startswith("["):  # a JSON array is one document: read whole (as before)
+                text = fh.read()
+                check_depth(text, field="calls")  # json.loads would raise RecursionError
                 try:
-                    data = json.load(fh)
+                    data = json.loads(text)
                 except json.JSONDecodeError as exc:
                     raise InvalidInput(f"line {exc.lineno}: invalid JSON: {exc.msg}", field="calls") from None
                 yield from enumerate(data, start=1)
@@ -55,6 +58,7 @@ def _records(path: Path) -> Iterator[tuple[int, Any]]:
                 for n, line in enumerate(fh, start=1):
                     if not line.strip():
                         continue
+                    check_depth(line, field="calls", where=f"line {n}")
                     try:
                         yield n, json.loads(line)
                     except json.JSONDecodeError as exc:
