@@ -742,3 +742,22 @@ def test_group_commit_gives_each_write_its_own_outcome(tmp_path: Path) -> None:
         (FLEET[0].base_lat, FLEET[0].base_lon), (42.3620, -71.0590)]
     assert committed(db, "SELECT team_id, status FROM teams WHERE team_id IN ('P-A1', 'P-A7') ORDER BY team_id") == [
         ("P-A1", "en_route"), ("P-A7", "available")]
+
+
+def test_a_call_says_when_a_free_team_would_beat_the_one_still_driving(svc: Svc) -> None:
+    # Send the farthest suggested team on purpose: the nearest, still free, would arrive minutes sooner.
+    out = _new_call(svc, "c-rd", *CITY_HALL, safety_risk=True)
+    first, last = out["suggestions"][0], out["suggestions"][-1]
+    assert last["eta_s"] - first["eta_s"] > 120
+    r = svc.req("POST", "/calls/c-rd/assign", Role.dispatcher,
+                json={"team_id": last["team_id"]})
+    assert r.status_code == 201, r.text
+    advice = svc.req("GET", "/calls/c-rd").json()["redispatch"]
+    assert advice["assigned_team"] == last["team_id"]
+    assert advice["better"][0]["team_id"] == first["team_id"]
+    assert advice["better"][0]["saves_s"] > 120 and first["team_id"] in advice["advice"]
+    # Once the nearest team is busy elsewhere it is no longer offered.
+    assert svc.req("PUT", f"/teams/{first['team_id']}/status", Role.dispatcher,
+                   json={"status": "out_of_service"}).status_code == 200
+    later = svc.req("GET", "/calls/c-rd").json()["redispatch"]
+    assert first["team_id"] not in [b["team_id"] for b in later["better"]]

@@ -813,13 +813,20 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one place that lists every en
                 "after": calls[-1]["received"] if calls else None}
 
     @app.get("/calls/{call_id}", tags=["calls"],
-             summary="A recorded call, its assignments and the suggestions made for it (newest first)")
+             summary="A recorded call, its assignments, its suggestions (newest first) and redispatch advice")
     def get_call(request: Request, call_id: _CallId, _: _Reader) -> JSONResponse:
-        store = _state(request).store
+        from routing import redispatch
+
+        state = _state(request)
+        store = state.store
         record = store.call_record(call_id)
         suggestions = [{"decision_id": d["id"], "created_at": d["created_at"], **d["result"]}
                        for d in store.decisions("suggestion", call_id=call_id)]
-        return JSONResponse(_finite({**record, "suggestions": suggestions}))
+        # Whether a free team would now beat the one still driving there (advice; recorded by
+        # GET /calls/{id}/redispatch, which the board polls).
+        advice = redispatch.advice_for_call(store, call_id, network=state.network, rules=state.rules,
+                                            places=state.places, now=datetime.now(UTC))
+        return JSONResponse(_finite({**record, "suggestions": suggestions, "redispatch": advice}))
 
     @app.post("/calls/{call_id}/assign", status_code=201, tags=["calls"],
               summary="Send a team to a recorded call: records the decision, the team goes en route")
