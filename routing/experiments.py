@@ -32,7 +32,7 @@ from scipy import stats
 
 from routing.arrivals import CallMix, generate_calls
 from routing.errors import InvalidInput
-from routing.metrics import TimeStandard, load_time_standards, published_metrics
+from routing.metrics import TimeStandard, feasible_range, load_time_standards, published_metrics
 from routing.policy import Policy
 from routing.simulation import DEFAULT_MAX_WAIT_S, default_start, simulate
 from routing.triage import Call
@@ -40,12 +40,15 @@ from routing.triage import Call
 CallSource = Sequence[Call] | Callable[[int], Sequence[Call]]
 
 
-def ci95(values: Sequence[float | None]) -> dict[str, Any]:
+def ci95(values: Sequence[float | None], bounds: tuple[float | None, float | None] | None = None
+         ) -> dict[str, Any]:
     """``{"mean", "ci95": [low, high], "replications": [...]}`` of per-replication values.
 
     Values that are ``None`` (a figure undefined in that replication, e.g. a share of zero calls) are
     kept in ``replications`` and left out of the mean and interval. With fewer than two values the
-    interval is ``[None, None]``.
+    interval is ``[None, None]``. ``bounds`` (e.g. ``(0, 1)`` for a share, from
+    :func:`routing.metrics.feasible_range`) clips the Student t interval to what the figure can take;
+    differences are never clipped.
     """
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
     n = len(vals)
@@ -55,6 +58,9 @@ def ci95(values: Sequence[float | None]) -> dict[str, Any]:
     if n >= 2 and mean is not None:  # n >= 2: the mean is set
         half = float(stats.t.ppf(0.975, n - 1) * np.std(vals, ddof=1) / math.sqrt(n))
         lo, hi = mean - half, mean + half
+        if bounds is not None:
+            lo = lo if bounds[0] is None else max(lo, bounds[0])
+            hi = hi if bounds[1] is None else min(hi, bounds[1])
     return {"mean": mean, "ci95": [lo, hi],
             "replications": [None if v is None or not math.isfinite(v) else float(v) for v in values]}
 
@@ -109,14 +115,15 @@ class ExperimentResult:
         """Every figure of one policy with its interval."""
         recs = [r["metrics"] for r in self.runs[policy]]
         names = _ordered_keys(m["scalars"] for m in recs)
-        scalars = {k: ci95([m["scalars"].get(k) for m in recs]) for k in names}
-        by_hour = {k: [ci95([m["by_hour"][k][h] for m in recs]) for h in range(24)]
+        scalars = {k: ci95([m["scalars"].get(k) for m in recs], feasible_range(k)) for k in names}
+        by_hour = {k: [ci95([m["by_hour"][k][h] for m in recs], feasible_range(k)) for h in range(24)]
                    for k in _ordered_keys(m["by_hour"] for m in recs)}
         nbs = sorted({nb for m in recs for nb in m["by_neighborhood"]})
         by_nb = {}
         for nb in nbs:
             fields_ = _ordered_keys(m["by_neighborhood"].get(nb, {}) for m in recs)
-            by_nb[nb] = {f: ci95([m["by_neighborhood"].get(nb, {}).get(f) for m in recs]) for f in fields_}
+            by_nb[nb] = {f: ci95([m["by_neighborhood"].get(nb, {}).get(f) for m in recs], feasible_range(f))
+                         for f in fields_}
         series = {}
         for k in _ordered_keys(m["series"] for m in recs):
             arrs = [np.asarray(m["series"][k], dtype=float) for m in recs]

@@ -331,3 +331,16 @@ def _backlog(outs: Sequence[Any], horizon: float, n_hours: int,
 
 __all__ = ["ALTERNATIVE_TYPES", "RunMetrics", "TimeStandard", "demand_weighted_gap", "is_eligible",
            "load_time_standards", "published_metrics", "standard_for"]
+
+
+def feasible_range(name: str) -> tuple[float, float | None]:
+    """The values a figure can take: ``(0, 1)`` for shares, rates, reach, probabilities and utilisation,
+    ``(0, None)`` for everything else (counts, times, backlogs): every level figure here is non-negative.
+
+    Intervals (:func:`routing.experiments.ci95`) are clipped to it: a Student t interval over a few
+    replications of a share near 0 or 1 otherwise reaches past what is possible.
+    """
+    base = name.split("[", 1)[0]
+    if any(word in base for word in ("share", "rate", "reach", "probability", "utilisation")):
+        return 0.0, 1.0
+    return 0.0, None

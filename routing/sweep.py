@@ -296,6 +296,7 @@ class SweepResult:
         """Per scenario: every scalar figure with its interval; paired differences against the grid's
         first policy at the same fleet size, shifts and volume."""
         from routing.experiments import ci95
+        from routing.metrics import feasible_range
 
         by_index: dict[int, list[dict[str, Any]]] = {}
         for r in self.results:
@@ -306,8 +307,8 @@ class SweepResult:
             rows = by_index.get(i, [])
             metrics = [k for k in rows[0] if k not in ("scenario", "policy", "fleet_size", "shifts", "volume",
                                                        "replication", "seed")] if rows else []
-            entry: dict[str, Any] = {**sc.to_dict(), "metrics": {k: ci95([row.get(k) for row in rows])
-                                                                 for k in metrics}}
+            entry: dict[str, Any] = {**sc.to_dict(), "metrics": {k: ci95([row.get(k) for row in rows],
+                                                                      feasible_range(k)) for k in metrics}}
             if Path(sc.policy).stem != base_policy:
                 j = next((k for k, o in enumerate(self.grid.scenarios) if Path(o.policy).stem == base_policy
                           and (o.fleet_size, o.shifts, o.volume) == (sc.fleet_size, sc.shifts, sc.volume)), None)

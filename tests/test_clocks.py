@@ -386,3 +386,24 @@ def test_cli_at_chooses_the_speeds_and_says_so(tmp_path: Path, data_dir: Path) -
         route[at] = json.loads(out)
         assert route[at]["profile"]["hour"] == int(at[:2])
     assert route["03:30"]["travel_time_s"] != route["17:30"]["travel_time_s"]
+
+
+def test_a_call_file_is_judged_at_each_calls_received_time(tmp_path: Path, data_dir: Path, capsys) -> None:
+    # Without --at, each row's `received` decides speeds and shifts; --at sets one time for all.
+    from routing.cli import main
+
+    path = tmp_path / "calls.csv"
+    path.write_text("call_id,lat,lon,mental_health,safety_risk,received\n"
+                    "night,42.3400,-71.0760,true,true,2026-06-01T03:30:00-04:00\n"
+                    "evening,42.3400,-71.0760,true,true,2026-06-01T17:30:00-04:00\n")
+    argv = ["suggest", "--calls", str(path), "--db", str(tmp_path / "d.db"), "--data", str(data_dir), "--json"]
+    assert main(argv) == 0
+    results = {r["call"]["call_id"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert results["night"]["profile"]["hour"] == 3 and results["evening"]["profile"]["hour"] == 17
+    # The BEST co-response cars work 08:00-24:00: off shift for the night call only.
+    night_off = {i["team_id"] for i in results["night"]["ineligible"] if i["code"] == "outside_hours"}
+    evening_off = {i["team_id"] for i in results["evening"]["ineligible"] if i["code"] == "outside_hours"}
+    assert {"CR-C11", "CR-D4", "CR-E13"} <= night_off and not evening_off & {"CR-C11", "CR-D4", "CR-E13"}
+    assert main([*argv[:-1], "--at", "2026-06-01T17:30:00-04:00", "--json"]) == 0
+    fixed = json.loads(capsys.readouterr().out)["results"]
+    assert {r["profile"]["hour"] for r in fixed} == {17}

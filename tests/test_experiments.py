@@ -311,3 +311,18 @@ def test_cli_replications_compare_and_report(data_dir, tmp_path) -> None:
     code, out, err = _cli("simulate", "--days", "0.25", "--replications", "2")
     assert code == 0, err
     assert "95 % CI" in out and "eligible-call reach" in out
+
+
+def test_intervals_stay_within_what_a_figure_can_take() -> None:
+    from routing.experiments import ci95
+    from routing.metrics import feasible_range
+
+    near_one = [1.0, 1.0, 0.5]  # a share: a Student t interval over 3 values reaches past 100 %
+    raw = ci95(near_one)
+    assert raw["ci95"][1] > 1.0 and raw["ci95"][0] < 0.5
+    clipped = ci95(near_one, feasible_range("eligible_reach"))
+    assert clipped["ci95"][1] == 1.0 and clipped["ci95"][0] == pytest.approx(raw["ci95"][0])
+    assert clipped["mean"] == raw["mean"]
+    assert feasible_range("late_share[medical]") == (0.0, 1.0)
+    assert ci95([0.0, 0.0, 3.0], feasible_range("backlog_max"))["ci95"][0] == 0.0
+    assert feasible_range("response_median_s") == (0.0, None)

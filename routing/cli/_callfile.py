@@ -137,9 +137,13 @@ def suggest_stream(args: argparse.Namespace, now: datetime, *, open_store: Calla
     started = time.perf_counter()
     pending = []
     count = 0
+    per_call = getattr(args, "at", None) is None  # without --at each call is judged at its own `received`
     for call, given in iter_calls(args.calls, default_received=now):
         call = store.reconcile_call(call, received_given=given)
-        result = suggest(call, teams, network=network, rules=rules, places=places, now=now, top=args.top,
+        when = call.received if per_call else now
+        net = network.for_time(when, mode=getattr(args, "mode", None), hour=getattr(args, "hour", None)) \
+            if per_call else network
+        result = suggest(call, teams, network=net, rules=rules, places=places, now=when, top=args.top,
                          stale_after_s=args.stale_after)
         pending.append(result)
         if len(pending) >= CHUNK:
@@ -161,8 +165,9 @@ def suggest_stream(args: argparse.Namespace, now: datetime, *, open_store: Calla
     elif args.json:
         out.write('],' + json.dumps(summary)[1:] + "\n")
     else:
-        out.write(f"\n{count} calls in {elapsed:.3f} s ({count / max(elapsed, 1e-9):.0f} calls/s)\n"
-                  f"{speeds_line(network.profile, args)}\n")
+        clock = ("speeds and shifts: each call's `received` time (--at sets one time for all)"
+                 if per_call and getattr(args, "hour", None) is None else speeds_line(network.profile, args))
+        out.write(f"\n{count} calls in {elapsed:.3f} s ({count / max(elapsed, 1e-9):.0f} calls/s)\n{clock}\n")
     return 0
 
 

@@ -391,8 +391,9 @@ def single_call(args: argparse.Namespace) -> Call:
 def _suggest(args: argparse.Namespace) -> int:
     if args.calls and (args.lat is not None or args.lon is not None):
         raise InvalidInput("give either --calls FILE or --lat/--lon, not both", field="calls")
-    # One decision time for the whole command: shifts, staleness and speeds (not each call's `received`).
-    now = args.at or datetime.now(UTC)
+    # The decision time (shifts, staleness, speeds): --at for the whole command; without it each call's
+    # own `received` (the single call's --received, each row's column), else now.
+    now = args.at or args.received or datetime.now(UTC)
     if args.calls:  # streamed: answers written as computed, bounded memory for any file size
         from routing.cli._callfile import suggest_stream
 
