@@ -12,6 +12,7 @@ import numpy as np
 
 from maps import base, layers
 from maps.style import GAP_COLORS, SHARE_COLORS, SITE_KIND_COLORS, TYPE_CODES, TYPE_COLORS, TYPE_LABELS
+from routing.units import format_eta
 
 if TYPE_CHECKING:
     from routing.coverage import CoverageResult
@@ -56,7 +57,7 @@ def _gap_edges(values: Sequence[float]) -> tuple[float, ...]:
 
 
 def _minutes(seconds: float | None) -> str:
-    return "n/a" if seconds is None or not math.isfinite(seconds) else f"{seconds / 60:.1f} min"
+    return "n/a" if seconds is None or not math.isfinite(seconds) else format_eta(seconds)
 
 
 def coverage_map(

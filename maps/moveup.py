@@ -14,6 +14,7 @@ import folium
 
 from maps import base
 from maps.style import TYPE_CODES, TYPE_COLORS
+from routing.units import format_eta
 
 if TYPE_CHECKING:
     from routing.fleet import TeamState
@@ -72,7 +73,7 @@ def moveup_map(plan: Mapping[str, Any], teams: Sequence[TeamState], *, network: 
         a = [mv["from"]["lat"], mv["from"]["lon"]]
         b = [mv["to"]["lat"], mv["to"]["lon"]]
         folium.PolyLine([a, b], color="#2166ac", weight=4, dash_array="8 6",
-                        tooltip=f"{mv['team_id']} -> {mv['to']['name']}: {mv['travel_s'] / 60:.1f} min, "
+                        tooltip=f"{mv['team_id']} -> {mv['to']['name']}: {format_eta(mv['travel_s'])}, "
                                 f"+{mv['coverage_gain_alone']:.0f} calls a year").add_to(moves_layer)
         folium.CircleMarker(b, radius=7, color="#2166ac", fill=True, tooltip=mv["to"]["name"]).add_to(moves_layer)
     moves_layer.add_to(m)

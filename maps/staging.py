@@ -10,6 +10,7 @@ import folium
 import numpy as np
 
 from maps import base, layers
+from routing.units import format_eta
 
 if TYPE_CHECKING:
     from routing.demand import DemandSurface
@@ -83,12 +84,12 @@ def staging_map(
     head = title or f"Staging plan: {len(sites)} sites, {t:g}-minute standard"
     sub = [base.esc(MODEL_LABELS.get(plan.model, plan.model)),
            f"proposed: <b>{plan.covered_share:.0%}</b> of {plan.total_demand:,.0f} expected calls a year within "
-           f"{t:g} min, mean ETA {plan.mean_eta_s / 60:.1f} min"]
+           f"{t:g} min, mean ETA {format_eta(plan.mean_eta_s)}"]
     c = plan.comparison
     if c is not None:
         delta = c.proposed_covered_demand - c.today_covered_demand
         sub.append(f"today's staging ({len(c.today_sites)} sites): {c.today_covered_share:.0%}, mean ETA "
-                   f"{c.today_mean_eta_s / 60:.1f} min &rarr; <b>{delta:+,.0f} calls a year</b> reached in time")
+                   f"{format_eta(c.today_mean_eta_s)} &rarr; <b>{delta:+,.0f} calls a year</b> reached in time")
     status = plan.status + ("" if plan.gap is None else f", gap {plan.gap:.2%}")
     sub.append(f"solver: {base.esc(status)}, {plan.solve_s:.1f} s")
     m = base.new_map(network.bbox, offline=offline, title=head, subtitle="<br>".join(sub),

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from routing.dispatch import suggest
 from routing.fleet import TeamState, TeamStatus
 from routing.triage import Call, Rules
+from routing.units import format_eta
 
 if TYPE_CHECKING:
     from routing.network import RoadNetwork
@@ -58,8 +59,8 @@ def better_team(call: Call, assigned: str, teams: Sequence[TeamState], *, networ
     advice = None
     if better:
         b = better[0]
-        advice = (f"{b['team_id']} is free and would reach {call.call_id} in {b['eta_s'] / 60:.1f} min, "
-                  f"{b['saves_s'] / 60:.1f} min before {assigned} (still en route)")
+        advice = (f"{b['team_id']} is free and would reach {call.call_id} in {format_eta(b['eta_s'])}, "
+                  f"{format_eta(b['saves_s'])} before {assigned} (still en route)")
     return {"call_id": call.call_id, "assigned_team": assigned,
             "assigned_eta_s": None if mine is None else round(mine, 1), "threshold_s": thr, "better": better,
             "advice": advice}

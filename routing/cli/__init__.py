@@ -12,6 +12,7 @@ import importlib
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +36,12 @@ _COMMAND_MODULES = (
 
 
 class _ArgumentParser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A "LAT,LON" value may start with a minus sign (swapped coordinates, the southern or western
+        # hemisphere): take it as a value, not as an unknown option, so the engine can say what is wrong.
+        self._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d*\.?\d+,\s*-?\d*\.?\d+$")
+
     def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other user error
         self.exit(2, f"error: {message}\n")
 
@@ -242,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``crisis-dispatch``; returns the process exit code."""
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else list(argv)):
+        parser.print_help()  # a bare `crisis-dispatch`: show what there is to do, then the one-line error
+        print("error: a COMMAND is required (listed above)", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         code = args.func(args)

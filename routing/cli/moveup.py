@@ -15,6 +15,7 @@ from typing import Any
 from routing.cli import emit, number_arg
 from routing.cli.dispatch import _store, add_db
 from routing.cli.network import add_network_args, network_from_args
+from routing.units import format_eta
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -87,7 +88,7 @@ def _text(d: dict[str, Any]) -> str:
     lines = [f"move-up {d['id']} ({d['state']}): expected coverage {before:.0f} -> {after:.0f} calls a year "
              f"({d['settings']['minutes']:g} min, q = {d['settings']['busy_fraction']:g}; {d['status']})"]
     for m in d["moves"]:
-        lines.append(f"  {m['team_id']:<8} -> {m['to']['name']} ({m['to']['site_id']}), {m['travel_s'] / 60:.1f} min, "
+        lines.append(f"  {m['team_id']:<8} -> {m['to']['name']} ({m['to']['site_id']}), {format_eta(m['travel_s'])}, "
                      f"+{m['coverage_gain_alone']:.0f} alone")
     if not d["moves"]:
         lines.append("  no move is worth its drive")

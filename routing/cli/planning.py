@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from routing.cli import emit, number_arg, progress_for, run_parameters, time_arg, write_json_file
 from routing.errors import InvalidInput
+from routing.units import format_eta
 
 if TYPE_CHECKING:  # types only: the CLI imports the engine where a command needs it
     from collections.abc import Sequence
@@ -324,7 +325,7 @@ def _coverage(args: argparse.Namespace) -> int:
     def text(r: CoverageResult) -> str:
         lines = [f"{r.label}: {len(r.responders)} team(s), standard {r.minutes:g} min",
                  f"covered: {r.overall_covered_share:.1%} of {r.total_demand:,.0f} calls a year; "
-                 f"median ETA {_fmt_s(r.median_eta_s).strip()} min, p90 {_fmt_s(r.p90_eta_s).strip()} min", "",
+                 f"median ETA {format_eta(r.median_eta_s)}, p90 {format_eta(r.p90_eta_s)}", "",
                  f"{'neighborhood':<26}{'calls/yr':>9}{'covered':>9}{'med min':>9}{'p90 min':>9}"]
         for n in r.neighborhoods:
             share = "   -" if n.covered_share is None else f"{n.covered_share:8.1%}"
@@ -363,7 +364,7 @@ def _stage(args: argparse.Namespace) -> int:
         lines = [f"{p.model}: {p.p} site(s), standard {p.minutes:g} min, {p.status}{gap}, solved in {p.solve_s:.2f} s",
                  f"objective ({p.objective_label}): {p.objective:,.1f}",
                  f"covered within {p.minutes:g} min: {p.covered_share:.1%} of {p.total_demand:,.0f} calls a year; "
-                 f"mean ETA {p.mean_eta_s / 60:.1f} min", "",
+                 f"mean ETA {format_eta(p.mean_eta_s)}", "",
                  f"{'site':<34}{'name':<44}{'served/yr':>10}"]
         for s in p.sites:
             fixed = "  (fixed)" if s.fixed else ""

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Run every scenario of GRID.toml (format: routing/sweep.py, docs/METRICS.md) with its "
                     "replications on dask.distributed: a local cluster of processes on every core, or "
                     "--scheduler ADDRESS. Writes one tidy row per scenario and replication (rows.parquet, "
-                    "rows.csv) and the summary with 95 %% intervals (summary.json) to --out.")
+                    "rows.csv) and the summary with 95 % intervals (summary.json) to --out.")
     p.add_argument("grid", metavar="GRID.toml", help="the grid file (e.g. examples/sweep_quick.toml)")
     p.add_argument("--out", metavar="DIR", default="sweep-results", help="output folder (default: sweep-results)")
     p.add_argument("--scheduler", metavar="ADDRESS",
