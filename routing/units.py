@@ -49,3 +49,18 @@ def truncate(text: object, width: int) -> str:
     """``text`` cut to ``width`` characters with a trailing ``…`` when longer (for fixed-width tables)."""
     s = str(text)
     return s if len(s) <= width else s[: max(width - 1, 0)] + "…"
+
+
+def local_clock(value: str | datetime | None, *, missing: str = "-") -> str:
+    """A stored UTC time as people in Boston read it: ``2026-06-01 17:02:00 EDT`` (``missing`` if None).
+
+    Text tables use it; JSON keeps ISO 8601 with its offset.
+    """
+    if value is None or value == "":
+        return missing
+    from zoneinfo import ZoneInfo  # stdlib, but only when a time is shown
+
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(ZoneInfo("America/New_York")).strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -15,6 +15,7 @@ from routing.cli import emit, number_arg, time_arg
 from routing.cli.dispatch import _store, add_db, add_rules
 from routing.cli.network import add_network_args, network_from_args
 from routing.store import CALL_STATUSES, Store
+from routing.units import local_clock
 
 _limit = number_arg(int, low=1, what="a positive integer")
 _ACTOR = "cli"
@@ -94,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def _call_line(r: dict[str, Any]) -> str:
     c = r["call"]
     flags = ",".join(k for k in ("mental_health", "safety_risk", "weapon", "needs_transport") if c.get(k)) or "-"
-    return (f"{c['call_id']:<20} {r['status']:<10} P{c.get('priority', 2)} {c['received'][:19]}  "
+    return (f"{c['call_id']:<20} {r['status']:<10} P{c.get('priority', 2)} {local_clock(c['received'])}  "
             f"{c['lat']:.5f},{c['lon']:.5f}  {flags}")
 
 
@@ -102,7 +103,7 @@ def _list(args: argparse.Namespace) -> int:
     store = _store(args)
     page = store.call_page(status=args.status, limit=args.limit, before=args.before, after=args.after)
     result = {"db": str(store.path), "calls": page}
-    emit(args, result, lambda r: "\n".join([f"{'call':<20} {'status':<10} pri received             location"]
+    emit(args, result, lambda r: "\n".join([f"{'call':<20} {'status':<10} pri received                 location"]
                                            + [_call_line(x) for x in r["calls"]]
                                            + [f"{len(r['calls'])} calls"]))
     return 0
@@ -112,10 +113,10 @@ def _record_text(r: dict[str, Any]) -> str:
     lines = [_call_line(r), f"  teams now: {', '.join(r['teams']) or '-'}"]
     for a in r["assignments"]:
         extra = " (additional)" if a["additional"] else ""
-        left = f", left {a['released_at'][:19]}" if a["released_at"] else ""
-        lines.append(f"  assigned {a['team_id']}{extra} at {a['created_at'][:19]} by {a['actor'] or '-'}{left}")
+        left = f", left {local_clock(a['released_at'])}" if a["released_at"] else ""
+        lines.append(f"  assigned {a['team_id']}{extra} at {local_clock(a['created_at'])} by {a['actor'] or '-'}{left}")
     for e in r["events"]:
-        lines.append(f"  {e['at'][:19]}  {e['old_status'] or '-'} -> {e['new_status']}"
+        lines.append(f"  {local_clock(e['at'])}  {e['old_status'] or '-'} -> {e['new_status']}"
                      + (f"  team {e['team_id']}" if e["team_id"] else "") + f"  by {e['actor']}"
                      + (f"  ({e['note']})" if e["note"] else ""))
     return "\n".join(lines)
@@ -155,11 +156,13 @@ def _audit(args: argparse.Namespace) -> int:
     if args.call is not None:
         store.call(args.call)  # an unknown call is an error, not an empty trail
     events = store.events(call_id=args.call, since=args.since, limit=args.limit)
-    emit(args, {"events": events},
-         lambda r: "\n".join(f"{e['at'][:19]}  {e['call_id']:<20} {e['old_status'] or '-':>9} -> {e['new_status']:<9}"
-                             + (f" team {e['team_id']}" if e["team_id"] else "") + f"  by {e['actor']}"
-                             + (f"  ({e['note']})" if e["note"] else "") for e in r["events"])
-         or "no events")
+
+    def line(e: dict[str, Any]) -> str:
+        return (f"{local_clock(e['at'])}  {e['call_id']:<20} {e['old_status'] or '-':>9} -> {e['new_status']:<9}"
+                + (f" team {e['team_id']}" if e["team_id"] else "") + f"  by {e['actor']}"
+                + (f"  ({e['note']})" if e["note"] else ""))
+
+    emit(args, {"events": events}, lambda r: "\n".join(line(e) for e in r["events"]) or "no events")
     return 0
 
 
