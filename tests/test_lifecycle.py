@@ -298,6 +298,14 @@ def test_cli_a_dispatchers_shift(tmp_path: Path, data_dir: Path) -> None:
     # The stale retry: the team has left s1 and may be elsewhere now.
     code, _, err = _run("call", "assign", "s1", team, "--db", db)
     _one_line_error(code, err, "cleared")
+    # A ranking for a closed call says so before anything else.
+    code, out, _ = _run("suggest", "--lat", str(ROXBURY[0]), "--lon", str(ROXBURY[1]), "--mental-health",
+                        "--call-id", "s1", "--db", db, "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["call_status"] == "cleared" and "closed call" in answer["warning"]
+    code, out, _ = _run("suggest", "--lat", str(ROXBURY[0]), "--lon", str(ROXBURY[1]), "--mental-health",
+                        "--call-id", "s1", "--db", db)
+    assert out.startswith("WARNING: call s1 is cleared")
     for argv, words in ((("call", "show", "nope"), ("unknown call",)),
                         (("call", "list", "--status", "lost"), ("unknown call status",)),
                         (("audit", "--call", "nope"), ("unknown call",)),

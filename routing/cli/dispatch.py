@@ -420,8 +420,16 @@ def _suggest(args: argparse.Namespace) -> int:
                                                       top=args.top, stale_after_s=args.stale_after))
     speeds = speeds_line(network.profile, args)
     if not args.calls:
-        emit(args, {**results[0].to_dict(), "profile": network.profile},
-             lambda _: _suggestion_text(results[0], args.top) + "\n" + speeds)
+        status = store.call_status(results[0].call.call_id)
+        extra: dict[str, Any] = {"call_status": status}
+        warning = ""
+        if status in ("cleared", "cancelled"):
+            # A dispatcher must not act on a ranking for a call that is already closed.
+            extra["warning"] = (f"call {results[0].call.call_id} is {status}: these teams would be sent to a "
+                                "closed call (use a new call id for a new incident)")
+            warning = "WARNING: " + extra["warning"] + "\n"
+        emit(args, {**results[0].to_dict(), "profile": network.profile, **extra},
+             lambda _: warning + _suggestion_text(results[0], args.top) + "\n" + speeds)
         return 0
     batch = {"count": len(results), "elapsed_s": round(elapsed, 4),
              "calls_per_s": round(len(results) / elapsed, 1) if elapsed > 0 else None,
