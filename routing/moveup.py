@@ -16,12 +16,13 @@ staging in their Utrecht study).
 Hard rules: only ``available`` teams on shift move; a team with a service area (the dedicated cars, the
 community teams) moves only to a post inside it; a move longer than ``max_travel_s`` is not offered.
 
-The model (SCIP by default, CP-SAT on request): ``x[j, p]`` = team ``j`` ends at post ``p`` (``p =
-stay`` included, one per team); ``sum of moves <= K``; per type and per distinct coverage row ``r``
-(nodes with the same pattern of coverage over the type's candidate positions are merged, their demand
-summed), ``y[r, k]`` = "row r is covered by at least k teams", ``sum_k y[r, k] <= covering teams``;
-the objective weights ``y[r, k]`` by ``d_r (1 - q) q^(k-1)``, the marginal gain of the k-th covering team, so the optimum sets the first
-ones. Coefficients are integers (thousandths of a call a year).
+The model (SCIP by default, CP-SAT on request): ``x[j, p]`` = team ``j`` ends at post ``p``
+(``p = stay`` included, one per team); ``sum of moves <= K``; per type and per distinct coverage row
+``r`` (nodes with the same pattern of coverage over the type's candidate positions are merged, their
+demand summed), ``y[r, k]`` = "row r is covered by at least k teams", ``sum_k y[r, k] <= covering
+teams``; the objective weights ``y[r, k]`` by ``d_r (1 - q) q^(k-1)``, the marginal gain of the k-th
+covering team, so the optimum sets the first ones. Coefficients are integers (thousandths of a call a
+year).
 
 Audit trail and live state (:func:`propose`, :func:`accept`, :func:`undo`, :func:`settle`) use the
 store's decisions table: ``moveup`` (a proposal), ``moveup_accept``, ``moveup_undo``, ``moveup_arrive``.
