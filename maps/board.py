@@ -7,7 +7,9 @@ Everything live comes from ``fetch()`` calls to the service, every few seconds:
 - the fleet by status (``/board/fleet.geojson``), each team a marker moved in place when it reports;
 - the open calls (``/board/calls.geojson``); clicking one (on the map or in the list) selects it;
 - for the selected call, its ranked suggestions (``/calls/{id}/suggestions.geojson``) as numbered badges and
-  a table of ETAs.
+  a table of ETAs;
+- redispatch advice (``/redispatch``): calls whose en-route team a free team would now beat by more than
+  the rules' threshold.
 
 The token is asked for once, kept in ``sessionStorage`` (this tab only, gone when it closes) and sent as an
 ``Authorization: Bearer`` header; it never appears in a URL, where it would land in logs and history. A
@@ -36,6 +38,8 @@ TOKEN_KEY = "crisis-dispatch-token"  # the sessionStorage key
 FLEET_URL = "/board/fleet.geojson"
 CALLS_URL = "/board/calls.geojson"
 SUGGESTIONS_URL = "/calls/{call_id}/suggestions.geojson"
+#: Redispatch advice for every call whose en-route team a free team would beat (not recorded on read).
+REDISPATCH_URL = "/redispatch"
 
 _CSS = """
 <style>
@@ -109,7 +113,7 @@ class _Board(MacroElement):
             }
             return r.json();
           };
-          var state = '', stateErr = false;
+          var state = '', stateErr = false, advice = [];
           var drawPanel = function () {
             var ids = Object.keys(calls).sort();
             var html = '<h2>Open calls (' + ids.length + ')</h2><div class="cd-board-calls"><ul>' +
@@ -126,6 +130,11 @@ class _Board(MacroElement):
                     '</td><td>' + esc(cfg.types[p.team_type] || p.team_type) + '</td><td class="num">' +
                     esc(fmtEta(p.eta_s)) + '</td><td>' + esc(p.tier) + '</td></tr>';
                 }).join('') + '</table>' : '<div>no eligible team now</div>';
+            }
+            if (advice.length) {
+              html += '<h2>Redispatch advice</h2><ul>' + advice.map(function (a) {
+                return '<li data-call="' + esc(a.call_id) + '">' + esc(a.advice) + '</li>';
+              }).join('') + '</ul>';
             }
             html += '<div class="cd-board-state' + (stateErr ? ' err' : '') + '">' + esc(state) + '</div>';
             panel.innerHTML = html;
@@ -198,8 +207,8 @@ class _Board(MacroElement):
             if (busy) return;
             busy = true;
             try {
-              var both = await Promise.all([get(cfg.fleet), get(cfg.calls)]);
-              updateTeams(both[0]); updateCalls(both[1]);
+              var both = await Promise.all([get(cfg.fleet), get(cfg.calls), get(cfg.redispatch)]);
+              updateTeams(both[0]); updateCalls(both[1]); advice = both[2].advice || [];
               await loadSuggestions();
               state = 'updated ' + new Date().toLocaleTimeString() + ', every ' + cfg.refresh_ms / 1000 + ' s';
               stateErr = false;
@@ -223,7 +232,8 @@ class _Board(MacroElement):
               var o = {}; Object.keys(teams).forEach(function (id) { o[id] = teams[id].props.status; }); return o;
             },
             calls: function () { return Object.keys(calls).sort(); },
-            suggestions: function () { return suggestions.map(function (p) { return [p.rank, p.team_id, p.eta_s]; }); }
+            suggestions: function () { return suggestions.map(function (p) { return [p.rank, p.team_id, p.eta_s]; }); },
+            advice: function () { return advice.map(function (a) { return a.advice; }); }
           };
           if (getToken()) tokenBox.style.display = 'none'; else askToken('');
           drawPanel();
@@ -240,7 +250,7 @@ class _Board(MacroElement):
         self.css = _CSS
         self.config: dict[str, Any] = {
             "refresh_ms": int(round(refresh_s * 1000)), "key": TOKEN_KEY, "fleet": FLEET_URL, "calls": CALLS_URL,
-            "suggestions": SUGGESTIONS_URL, "colors": dict(STATUS_COLORS), "statuses": dict(STATUS_LABELS),
+            "suggestions": SUGGESTIONS_URL, "redispatch": REDISPATCH_URL, "colors": dict(STATUS_COLORS), "statuses": dict(STATUS_LABELS),
             "types": dict(TYPE_LABELS), "ranks": list(RANK_COLORS), "call": CALL_COLOR, "stale": STALE_COLOR,
         }
 

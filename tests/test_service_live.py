@@ -182,6 +182,18 @@ def test_board_follows_a_reported_position_within_two_refreshes(server: Server, 
         assert [s[1] for s in page.evaluate("cdBoard.suggestions()")] == api_rank
         panel = page.evaluate("document.querySelector('.cd-board-panel').innerText")
         assert "Suggestions for B-1" in panel and api_rank[0] in panel
+        # Sending the last-ranked team while the first is free: the board shows the redispatch advice. (A
+        # safety-risk call: the police units work around the clock, so the ranking never depends on the hour.)
+        r = httpx.post(f"{server.url}/calls", headers=bearer(DISPATCHER),
+                       json={"call_id": "B-2", "lat": 42.3603, "lon": -71.0580, "safety_risk": True})
+        assert r.status_code == 201, r.text
+        ranked = [(s["team_id"], s["eta_s"]) for s in r.json()["suggestions"]]
+        assert ranked[-1][1] - ranked[0][1] > 300
+        r = httpx.post(f"{server.url}/calls/B-2/assign", headers=bearer(DISPATCHER), json={"team_id": ranked[-1][0]})
+        assert r.status_code == 201, r.text
+        page.wait_for("cdBoard.advice().length > 0", timeout=10)
+        assert ranked[0][0] in page.evaluate("cdBoard.advice()")[0]
+        assert "Redispatch advice" in page.evaluate("document.querySelector('.cd-board-panel').innerText")
         assert page.console_errors() == []
         requests = page.requests()
         assert _local_only(page, server) == []
