@@ -250,7 +250,8 @@ class _Board(MacroElement):
         self.css = _CSS
         self.config: dict[str, Any] = {
             "refresh_ms": int(round(refresh_s * 1000)), "key": TOKEN_KEY, "fleet": FLEET_URL, "calls": CALLS_URL,
-            "suggestions": SUGGESTIONS_URL, "redispatch": REDISPATCH_URL, "colors": dict(STATUS_COLORS), "statuses": dict(STATUS_LABELS),
+            "suggestions": SUGGESTIONS_URL, "redispatch": REDISPATCH_URL, "colors": dict(STATUS_COLORS),
+            "statuses": dict(STATUS_LABELS),
             "types": dict(TYPE_LABELS), "ranks": list(RANK_COLORS), "call": CALL_COLOR, "stale": STALE_COLOR,
         }
 
