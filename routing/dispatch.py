@@ -724,7 +724,7 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork, rul
     ineligible.sort(key=lambda x: order.get(x.team_id, 0))
     if chosen is None:
         message = ("no eligible team in any tier (" + " → ".join(t.name for t in tiers)
-                   + "); see 'ineligible' for the reasons")
+                   + "); every team's reason is listed (JSON: 'ineligible')")
         tier = None
     else:
         tier = tiers[chosen]

@@ -127,6 +127,12 @@ def test_cli_demand(tmp_path, data_dir, capsys):
     assert doc["neighborhoods"][0]["name"] == "Dorchester"
     assert len(doc["arrival_rates"]["per_hour"]) == 24
     assert len(json.loads(out.read_text())["features"]) == doc["nodes_with_demand"]
+    # In text, --hourly adds the hour-of-day table: 24 rows whose calls add up to the year's.
+    assert main(["demand", "--hourly"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    rows = text[text.index(next(t for t in text if t.startswith("hour"))) + 1:]
+    assert [r[:5] for r in rows] == [f"{h:02d}:00" for h in range(24)]
+    assert sum(float(r.split()[1].replace(",", "")) for r in rows) == pytest.approx(10_000, abs=24)
     with pytest.raises(SystemExit) as exc:  # argparse rejects it: one line on stderr, exit 2
         main(["demand", "--annual-total", "-5"])
     assert exc.value.code == 2 and "positive" in capsys.readouterr().err

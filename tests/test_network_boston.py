@@ -6,10 +6,13 @@ import json
 import math
 import subprocess
 import sys
+from datetime import datetime
 
 import networkx as nx
 import numpy as np
 import pytest
+import shapely
+import shapely.geometry
 from scipy.sparse.csgraph import connected_components
 
 from routing.errors import InvalidInput, OutsideServiceArea
@@ -172,6 +175,25 @@ def test_cli_network_info_and_route(data_dir):
     route = json.loads(result.stdout)
     assert route["travel_time_s"] > 0 and route["distance_m"] > 13_000
     assert route["path"][0] == [-71.058, 42.3603]
+
+
+def test_cli_isochrone_summarises_for_people_and_writes_the_area(data_dir, boston, tmp_path):
+    out = tmp_path / "iso.geojson"
+    at = "2026-06-01T14:00:00-04:00"
+    result = _cli("isochrone", "--from", "42.3603,-71.0580", "--minutes", "8", "--at", at, "--geojson", str(out))
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("reachable within 8 min of 42.36030,-71.05800:") and "km2" in first
+    assert len(result.stdout.splitlines()) == 3  # a summary, not thousands of vertices
+    feature = json.loads(out.read_text())
+    assert feature["type"] == "Feature" and feature["properties"]["profile"]["hour"] == 14
+    assert feature["parameters"]["minutes"] == 8
+    # The file is the engine's polygon at those speeds.
+    expected = boston.for_time(datetime.fromisoformat(at)).isochrone(42.3603, -71.0580, 480)
+    assert shapely.geometry.shape(feature["geometry"]).equals_exact(expected, 1e-9)
+    as_json = json.loads(_cli("isochrone", "--from", "42.3603,-71.0580", "--minutes", "8", "--at", at,
+                              "--json").stdout)
+    assert as_json["geometry"] == feature["geometry"]
 
 
 @pytest.mark.parametrize("args", [

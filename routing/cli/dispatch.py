@@ -491,10 +491,18 @@ def _suggestion_text(r: SuggestionResult, top: int | None = None, where: str | N
     if counts:
         lines.append("  not suggested: " + ", ".join(f"{n} {code.replace('_', ' ')}"
                                                      for code, n in sorted(counts.items())))
-    notable = [i for i in r.ineligible if i.code in ("dedicated_mh_only", "outside_area", "outside_hours")
-               and i.team_id]
-    for i in notable[:4]:
+    if not r.suggestions:
+        # Nobody can come: every team of the call's tiers with its reason (busy ones included).
+        notable = [i for i in r.ineligible if i.code != "wrong_type" and i.team_id]
+        shown = len(notable)
+    else:
+        notable = [i for i in r.ineligible if i.code in ("dedicated_mh_only", "outside_area", "outside_hours")
+                   and i.team_id]
+        shown = 4
+    for i in notable[:shown]:
         lines.append(f"    {i.team_id}: {i.reason}")
+    if len(notable) > shown:
+        lines.append(f"    ... {len(notable) - shown} more (--json lists every team's reason)")
     return "\n".join(lines)
 
 

@@ -101,6 +101,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                      help="start: latitude,longitude in WGS84 decimal degrees (required)")
     iso.add_argument("--minutes", required=True, type=_iso_minutes, metavar="M",
                      help="time budget in minutes, in (0, 180] (required)")
+    iso.add_argument("--geojson", metavar="FILE",
+                     help="also write the area as a GeoJSON Feature (lon/lat), with the speeds it was computed "
+                          "with (default: not written; --json prints it)")
     add_network_args(iso)
     iso.set_defaults(func=_isochrone)
 
@@ -131,5 +134,21 @@ def _isochrone(args: argparse.Namespace) -> int:
     polygon = network.isochrone(lat, lon, args.minutes * 60)
     feature = {"type": "Feature", "geometry": json.loads(shapely.to_geojson(polygon)),
                "properties": {"minutes": args.minutes, "from": list(args.origin), "profile": network.profile}}
-    emit(args, feature)
+    if args.geojson:
+        write_json_file(args.geojson, {**feature, "parameters": run_parameters(args, profile=network.profile)},
+                        field="geojson")
+    if args.json:
+        emit(args, feature)
+        return 0
+    # People read a summary; the polygon itself (thousands of vertices) goes to --geojson or --json.
+    from pyproj import Geod
+
+    area_km2 = abs(Geod(ellps="WGS84").geometry_area_perimeter(polygon)[0]) / 1e6
+    lon_min, lat_min, lon_max, lat_max = polygon.bounds if not polygon.is_empty else (lon, lat, lon, lat)
+    text = (f"reachable within {args.minutes:g} min of {lat:.5f},{lon:.5f}: {area_km2:.1f} km2, "
+            f"{shapely.get_num_geometries(polygon)} part(s), bbox lat {lat_min:.4f}..{lat_max:.4f}, "
+            f"lon {lon_min:.4f}..{lon_max:.4f}"
+            + (f"\nwritten to {args.geojson}" if args.geojson else "\n(--geojson FILE writes the area)")
+            + f"\n{speeds_line(network.profile, args)}")
+    emit(args, feature, text)
     return 0

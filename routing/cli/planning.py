@@ -307,6 +307,11 @@ def _demand(args: argparse.Namespace) -> int:
         lines.append(f"{'neighborhood':<26}{'calls/yr':>10}{'share':>8}")
         for r in d["neighborhoods"]:
             lines.append(f"{r['name']:<26}{r['demand']:>10,.0f}{r['share']:>8.1%}")
+        if "hourly_profile" in d:
+            # The citywide hour-of-day profile: expected calls in each local hour over a year.
+            shares = d["hourly_profile"]["citywide"]
+            lines += ["", f"{'hour':<6}{'calls/yr':>10}{'share':>8}"]
+            lines += [f"{h:02d}:00 {d['annual_total'] * s:>10,.0f}{s:>8.1%}" for h, s in enumerate(shares)]
         return "\n".join(lines)
 
     emit(args, out, text)
