@@ -29,3 +29,16 @@ def test_deep_call_files_are_one_line_errors(data_dir: Path, tmp_path: Path, cap
     assert len(err.splitlines()) == 1, err
     assert err.startswith("error: ") and f"nested deeper than {MAX_DEPTH} levels" in err
     assert where in err
+
+
+@pytest.mark.parametrize(("argv", "unknown", "near"), [
+    (["route", "--form", "42.36,-71.05", "--to", "42.35,-71.06"], "--form", "--from"),
+    (["suggest", "--lat", "42.33", "--lon", "-71.08", "--mental-heath"], "--mental-heath", "--mental-health"),
+    (["simulate", "--replicatons", "3"], "--replicatons", "--replications"),
+])
+def test_a_mistyped_option_is_named_before_any_missing_one(capsys, argv: list[str], unknown: str, near: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1
+    assert err == f"error: unrecognized option {unknown} (did you mean {near}?)"

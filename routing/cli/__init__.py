@@ -42,6 +42,23 @@ class _ArgumentParser(argparse.ArgumentParser):
         # hemisphere): take it as a value, not as an unknown option, so the engine can say what is wrong.
         self._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d*\.?\d+,\s*-?\d*\.?\d+$")
 
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        # argparse reports a missing required option before an unknown one, so a typo such as `--form`
+        # would read "required: --from". Name the unknown option first, with the nearest known one.
+        if args is not None and not any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+            known = [o for a in self._actions for o in a.option_strings]
+            for token in args:
+                if token == "--":
+                    break
+                name = token.split("=", 1)[0]
+                if name.startswith("--") and name not in known and not any(k.startswith(name) for k in known):
+                    import difflib
+
+                    near = difflib.get_close_matches(name, known, n=1)
+                    self.error(f"unrecognized option {name}" + (f" (did you mean {near[0]}?)" if near else ""))
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other user error
         self.exit(2, f"error: {message}\n")
 
