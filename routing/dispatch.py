@@ -1097,7 +1097,8 @@ def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: RoadNe
                 reason = ("no eligible team in any tier (" + " → ".join(t.name for t in cands[i].tiers) + ")")
             else:
                 busy = sum(1 for jj in eligible if jj in taken)
-                reason = f"all {busy} eligible team{'s' if busy != 1 else ''} are assigned to other calls"
+                reason = ("its only eligible team is assigned to another call" if busy == 1
+                          else f"all {busy} eligible teams are assigned to other calls")
             unserved.append(Unserved(call.call_id, reason))
             continue
         j = col

@@ -38,13 +38,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.set_defaults(func=_list)
 
     p = sub.add_parser("show", parents=[common], help="a call: its status, teams, assignments and events")
-    p.add_argument("call_id", metavar="ID")
+    p.add_argument("call_id", metavar="ID", help="the recorded call's id (required)")
     add_db(p)
     p.set_defaults(func=_show)
 
     p = sub.add_parser("assign", parents=[common], help="send a chosen team to a recorded call (team en route)")
-    p.add_argument("call_id", metavar="ID")
-    p.add_argument("team", metavar="TEAM")
+    p.add_argument("call_id", metavar="ID", help="the recorded call's id (required)")
+    p.add_argument("team", metavar="TEAM", help="the team to send, by id (required)")
     p.add_argument("--override", metavar="REASON",
                    help="assign a dispatchable team outside the suggestions (or one that left this call), "
                         "recording why (default: only a suggested team)")
@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.set_defaults(func=_assign)
 
     p = sub.add_parser("status", parents=[common], help="move a call along its lifecycle; its teams follow")
-    p.add_argument("call_id", metavar="ID")
+    p.add_argument("call_id", metavar="ID", help="the recorded call's id (required)")
     p.add_argument("status", metavar="STATUS", help="en_route, on_scene, cleared or cancelled")
     p.add_argument("--note", help="free text recorded with the event (default: none)")
     add_db(p)
@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     for name, target, text in (("cancel", "cancelled", "cancel a call not on scene yet: its en-route teams are free"),
                                ("clear", "cleared", "clear a call (dealt with): its teams go returning")):
         p = sub.add_parser(name, parents=[common], help=text)
-        p.add_argument("call_id", metavar="ID")
+        p.add_argument("call_id", metavar="ID", help="the recorded call's id (required)")
         p.add_argument("--note", help="free text recorded with the event (default: none)")
         add_db(p)
         p.set_defaults(func=_status, status=target)

@@ -109,8 +109,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _info(args: argparse.Namespace) -> int:
-    info = network_from_args(args).info()
-    emit(args, info, lambda i: "\n".join(f"{k:>16}: {v}" for k, v in i.items()))
+    network = network_from_args(args)
+    info = network.info()
+
+    def text(i: dict[str, Any]) -> str:
+        rows = {**i, "profile": speeds_line(network.profile, args).removeprefix("speeds: ")}
+        return "\n".join(f"{k:>16}: {v}" for k, v in rows.items())
+
+    emit(args, info, text)
     return 0
 
 

@@ -80,8 +80,9 @@ def _text(summary: dict[str, Any], written: list[Any]) -> str:
     cols = (("eligible_reach", "reach", "%"), ("police_backup_rate", "police", "%"), ("late_share", "late", "%"),
             ("response_median_s", "median", "min"), ("response_gap_s", "nbhd gap", "min"),
             ("backlog_mean", "backlog", "n"))
+    days = summary["grid"]["days"]
     lines = [f"sweep {summary['grid']['name']}: {len(summary['scenarios'])} scenarios x "
-             f"{summary['grid']['replications']} replications, {summary['grid']['days']:g} days each; "
+             f"{summary['grid']['replications']} replications, {days:g} day{'s' if days != 1 else ''} each; "
              "mean [95 % CI]"]
     width = max(len(k) for k in summary["scenarios"])
     lines.append(f"{'scenario':<{width}}  " + "  ".join(f"{label:>30}" for _, label, _ in cols))
