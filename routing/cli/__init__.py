@@ -42,8 +42,10 @@ class _ArgumentParser(argparse.ArgumentParser):
         # hemisphere): take it as a value, not as an unknown option, so the engine can say what is wrong.
         self._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d*\.?\d+,\s*-?\d*\.?\d+$")
 
-    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-                         ) -> tuple[argparse.Namespace, list[str]]:
+    # typeshed declares this method as overloads on the namespace type; one signature is all we need.
+    def parse_known_args(  # type: ignore[override]
+            self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
         # argparse reports a missing required option before an unknown one, so a typo such as `--form`
         # would read "required: --from". Name the unknown option first, with the nearest known one.
         if args is not None and not any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
