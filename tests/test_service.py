@@ -222,9 +222,12 @@ def test_position_reports_are_committed_before_the_answer_and_kept_in_order(svc:
 def test_an_older_position_is_422_and_changes_nothing(svc: Svc) -> None:
     # Stamped by a correct clock (not ahead of the server): ordered by their stated times. (Two reports
     # both ahead of the server clock are ordered by arrival instead: see tests/test_clocks.py.)
-    new = {"lat": 42.3612, "lon": -71.0598, "timestamp": ago(0)}
+    # Both stamps from one clock reading: on a loaded machine the first request alone can take longer
+    # than the gap between them.
+    t0 = datetime.now(UTC)
+    new = {"lat": 42.3612, "lon": -71.0598, "timestamp": t0.isoformat()}
     assert svc.req("PUT", "/teams/CR-A1/position", Role.locator, json=new).status_code == 200
-    old = {"lat": 42.3650, "lon": -71.0550, "timestamp": ago(0.2)}
+    old = {"lat": 42.3650, "lon": -71.0550, "timestamp": (t0 - timedelta(seconds=5)).isoformat()}
     r = svc.req("PUT", "/teams/CR-A1/position", Role.locator, json=old)
     assert r.status_code == 422
     assert r.json()["field"] == "timestamp" and r.json()["error"] == "Conflict"
@@ -347,8 +350,11 @@ def test_bad_status_bodies_are_422(shared: Svc, body: dict[str, Any], field: str
 
 def test_a_status_change_older_than_the_last_is_422(svc: Svc) -> None:
     # Correct clocks (see test_an_older_position_is_422_and_changes_nothing).
-    assert svc.req("PUT", "/teams/P-B2/status", json={"status": "en_route", "timestamp": ago(0)}).status_code == 200
-    r = svc.req("PUT", "/teams/P-B2/status", json={"status": "on_scene", "timestamp": ago(0.2)})
+    t0 = datetime.now(UTC)  # one clock reading for both stamps, as there
+    first = {"status": "en_route", "timestamp": t0.isoformat()}
+    assert svc.req("PUT", "/teams/P-B2/status", json=first).status_code == 200
+    r = svc.req("PUT", "/teams/P-B2/status",
+                json={"status": "on_scene", "timestamp": (t0 - timedelta(seconds=5)).isoformat()})
     assert r.status_code == 422 and r.json()["field"] == "timestamp"
 
 
