@@ -333,7 +333,7 @@ class SweepResult:
             frame = self.to_frame()
             frame.to_parquet(d / "rows.parquet", index=False)
             frame.to_csv(d / "rows.csv", index=False)
-            from routing.cli import to_jsonable
+            from routing._json import to_jsonable
 
             (d / "summary.json").write_text(json.dumps(to_jsonable(self.summary()), indent=1, allow_nan=False))
         except OSError as exc:

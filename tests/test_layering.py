@@ -217,3 +217,12 @@ def test_no_import_cycle_among_top_level_imports() -> None:
     late = cycles(both)
     if late:  # allowed (they close only when a function runs), but worth knowing about
         warnings.warn(f"import cycles closed by function-level imports: {late}", stacklevel=1)
+
+
+def test_no_engine_module_imports_a_front_end_even_inside_a_function() -> None:
+    # A function-level import escapes the fresh-interpreter checks above until that function runs.
+    top, inner = import_graph()
+    front = ("routing.cli", "routing.service", "maps")
+    engine = [m for m in ALL if m.startswith("routing") and not m.startswith(("routing.cli", "routing.service"))]
+    bad = {m: sorted(t for t in top[m] | inner[m] if t.startswith(front)) for m in engine}
+    assert {m: t for m, t in bad.items() if t} == {}

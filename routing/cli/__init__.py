@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from routing._json import to_jsonable  # the commands import it from here too
 from routing.errors import CrisisDispatchError, InvalidInput
 
 # Modules that contribute subcommands, each with ``register(subparsers, common)``.
@@ -177,23 +178,6 @@ def run_parameters(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     out["written_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     result: dict[str, Any] = to_jsonable(out)
     return result
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Convert dataclass results (with ``to_dict``), NumPy scalars and paths into JSON values."""
-    if hasattr(obj, "to_dict"):
-        return to_jsonable(obj.to_dict())
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # NumPy scalar
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if hasattr(obj, "__fspath__"):
-        return str(obj)
-    return obj
 
 
 def emit(args: argparse.Namespace, result: Any, text: Callable[[Any], str] | str | None = None) -> None:
