@@ -27,7 +27,7 @@ import math
 import os
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -609,13 +609,12 @@ def _redispatch_settings(raw: Any, bad: Callable[[int | None, str], InvalidInput
     return RedispatchSettings(_number(raw, "threshold_s", 120.0, bad, "redispatch", 0, 7200), divert)
 
 
-def calls_from_records(records: Sequence[Mapping[str, Any]], *, first_line: int = 1,
-                       default_received: datetime | None = None) -> list[Call]:
-    """Validate many call records, prefixing errors with the record's line number."""
-    calls: list[Call] = []
+def iter_call_records(numbered: Iterable[tuple[int, Any]], *, default_received: datetime | None = None
+                      ) -> Iterator[tuple[Call, bool]]:
+    """Validate ``(line, record)`` pairs one at a time: each :class:`Call` with whether its record gave
+    ``received``. Errors are prefixed with the record's line; a repeated ``call_id`` is refused."""
     seen: set[str] = set()
-    for i, rec in enumerate(records):
-        line = first_line + i
+    for line, rec in numbered:
         try:
             call = Call.from_dict(rec, default_id=f"line-{line}", default_received=default_received)
         except InvalidInput as exc:
@@ -623,5 +622,11 @@ def calls_from_records(records: Sequence[Mapping[str, Any]], *, first_line: int 
         if call.call_id in seen:
             raise InvalidInput(f"line {line}: duplicate call_id {call.call_id!r}", field="call_id")
         seen.add(call.call_id)
-        calls.append(call)
-    return calls
+        yield call, isinstance(rec, Mapping) and rec.get("received") not in (None, "")
+
+
+def calls_from_records(records: Sequence[Mapping[str, Any]], *, first_line: int = 1,
+                       default_received: datetime | None = None) -> list[Call]:
+    """Validate many call records, prefixing errors with the record's line number."""
+    return [c for c, _ in iter_call_records(enumerate(records, start=first_line),
+                                            default_received=default_received)]

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import math
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import UTC, datetime, timedelta
 
-import networkx as nx
 import numpy as np
 import pytest
 
@@ -19,34 +17,18 @@ from routing.errors import InvalidInput
 from routing.experiments import ci95, replicate
 from routing.fleet import Team, TeamType
 from routing.metrics import demand_weighted_gap, is_eligible, load_time_standards, published_metrics
-from routing.network import network_from_graph
 from routing.policy import Policy, ServiceTime, load_policy
 from routing.simulation import simulate
-from routing.speeds import load_speeds
 from routing.triage import Call, load_rules
+from tests._line import latlon, line_network
 
-LAT0, LON0 = 42.35, -71.06
-DLON = 100 / (111_195 * math.cos(math.radians(LAT0)))  # 100 m east
-NODES = "ABCD"  # A --- B --- C --- D, two-way, 10 s an edge
+#   A --- B --- C --- D     two-way, every edge 100 m at 36 km/h = 10 s (tests/_line.py)
 START = datetime(2024, 3, 5, 5, 0, tzinfo=UTC)  # local midnight in Boston (EST)
-
-
-def _latlon(name: str) -> tuple[float, float]:
-    return LAT0, LON0 + NODES.index(name) * DLON
 
 
 @pytest.fixture(scope="module")
 def line():
-    graph = nx.MultiDiGraph()
-    for k, name in enumerate(NODES):
-        lat, lon = _latlon(name)
-        graph.add_node(100 + k, x=lon, y=lat)
-    for k in range(len(NODES) - 1):
-        for a, b in ((k, k + 1), (k + 1, k)):
-            graph.add_edge(100 + a, 100 + b, length=100.0, highway="residential", maxspeed="36")
-    speeds = dataclasses.replace(load_speeds(), class_factor={"other": 1.0}, hour_factor={h: 1.0 for h in range(24)},
-                                 mode_factor={"emergent": 1.0, "non_emergent": 1.0})
-    return network_from_graph(graph, speeds=speeds, source="line")
+    return line_network()
 
 
 def _rules(tmp_path, body: str):
@@ -65,12 +47,12 @@ TWO_TIERS = ('[tier.alt]\ntypes = ["community"]\nfallback = "pol"\n\n[tier.pol]\
 
 
 def _team(team_id: str, team_type: TeamType, where: str = "A") -> Team:
-    lat, lon = _latlon(where)
+    lat, lon = latlon(where)
     return Team(team_id, team_type, team_id, False, where, lat, lon)
 
 
 def _call(call_id: str, at_s: float, where: str, neighborhood: str = "West", **flags) -> Call:
-    lat, lon = _latlon(where)
+    lat, lon = latlon(where)
     flags.setdefault("mental_health", True)
     return Call(call_id, START + timedelta(seconds=at_s), lat, lon, neighborhood=neighborhood, **flags)
 
@@ -172,7 +154,7 @@ def test_published_metrics_by_hand(line, tmp_path) -> None:
         # 05:01 East: eligible, community free at 05:01? yes (free since ~01:30) -> reached, 30 s.
         _call("e3", 5 * hour + 60, "D", neighborhood="East"),
     ]
-    res = simulate(policy, calls, network=line, start=START, days=1, seed=0, hospitals=[("H", *_latlon("D"))],
+    res = simulate(policy, calls, network=line, start=START, days=1, seed=0, hospitals=[("H", *latlon("D"))],
                    max_wait_s=None)
     out = {o.call_id: o for o in res.outcomes}
     assert out["e2"].team_type == "police" and out["r1"].queued
@@ -254,7 +236,7 @@ def test_replayed_call_file_is_deterministic(line, tmp_path) -> None:
     rng = np.random.default_rng(9)
     rows = []
     for k, t in enumerate(np.sort(rng.uniform(0, 86400, 30))):
-        lat, lon = _latlon("ABCD"[k % 4])
+        lat, lon = latlon("ABCD"[k % 4])
         rows.append(json.dumps({"call_id": f"x{k}", "received": (START + timedelta(seconds=float(t))).isoformat(),
                                 "lat": lat, "lon": lon, "mental_health": True, "neighborhood": "West"}))
     path.write_text("\n".join(rows) + "\n")

@@ -7,12 +7,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import math
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import networkx as nx
 import numpy as np
 import pytest
 
@@ -20,39 +18,20 @@ from routing.arrivals import CallMix, generate_calls, load_arrival_model, read_c
 from routing.cli import main
 from routing.errors import InvalidInput, NotFound
 from routing.fleet import TRANSITIONS, Team, TeamStatus, TeamType
-from routing.network import network_from_graph
 from routing.policy import Policy, ServiceTime, available_policies, load_policy
 from routing.simulation import compare, default_start, select_period, simulate
-from routing.speeds import load_speeds
 from routing.triage import Call, load_rules
+from tests._line import EDGE_S, latlon, line_network
 
 # ------------------------------------------------------------------------------------------ tiny world
 
-LAT0, LON0 = 42.35, -71.06
-DLON = 100 / (111_195 * math.cos(math.radians(LAT0)))  # 100 m east
-#   A --- B --- C --- D     two-way, every edge 100 m at 36 km/h = 10 s
-NODES = "ABCD"
+#   A --- B --- C --- D     two-way, every edge 100 m at 36 km/h = 10 s (tests/_line.py)
 START = datetime(2024, 3, 5, 12, 0, tzinfo=UTC)
-EDGE_S = 10.0
-
-
-def _latlon(name: str) -> tuple[float, float]:
-    return LAT0, LON0 + NODES.index(name) * DLON
 
 
 @pytest.fixture(scope="module")
 def line():
-    graph = nx.MultiDiGraph()
-    for k, name in enumerate(NODES):
-        lat, lon = _latlon(name)
-        graph.add_node(100 + k, x=lon, y=lat)
-    for k in range(len(NODES) - 1):
-        for a, b in ((k, k + 1), (k + 1, k)):
-            graph.add_edge(100 + a, 100 + b, length=100.0, highway="residential", maxspeed="36")
-    flat = {h: 1.0 for h in range(24)}
-    speeds = dataclasses.replace(load_speeds(), class_factor={"other": 1.0}, hour_factor=flat,
-                                 mode_factor={"emergent": 1.0, "non_emergent": 1.0})
-    return network_from_graph(graph, speeds=speeds, source="line")
+    return line_network()
 
 
 def _rules(tmp_path: Path, team_type: str):
@@ -63,13 +42,13 @@ def _rules(tmp_path: Path, team_type: str):
 
 def _policy(tmp_path: Path, team_type: TeamType = TeamType.community, n_teams: int = 1,
             service: ServiceTime = ServiceTime(600.0, 0.0), handoff: ServiceTime = ServiceTime(300.0, 0.0)):
-    lat, lon = _latlon("A")
+    lat, lon = latlon("A")
     teams = [Team(f"T{k:02d}", team_type, f"team {k}", False, "A", lat, lon) for k in range(1, n_teams + 1)]
     return Policy("tiny", teams, _rules(tmp_path, team_type.value), service={team_type: service}, handoff=handoff)
 
 
 def _call(call_id: str, at_s: float, where: str, **flags) -> Call:
-    lat, lon = _latlon(where)
+    lat, lon = latlon(where)
     return Call(call_id, START + timedelta(seconds=at_s), lat, lon, mental_health=True, **flags)
 
 
@@ -132,7 +111,7 @@ def test_returning_team_is_sent_from_where_it_is(line, tmp_path) -> None:
 
 def test_transport_to_the_nearest_hospital(line, tmp_path) -> None:
     policy = _policy(tmp_path, TeamType.ems)
-    hospitals = [("far", *_latlon("A")), ("near", *_latlon("D"))]
+    hospitals = [("far", *latlon("A")), ("near", *latlon("D"))]
     result = _run(policy, [_call("c1", 0, "C", needs_transport=True)], line, hospitals=hospitals)
     c1 = result.outcomes[0]
     assert c1.transported_to == "near"
@@ -145,7 +124,7 @@ def test_transport_to_the_nearest_hospital(line, tmp_path) -> None:
 
 def test_a_team_that_cannot_transport_reports_it(line, tmp_path) -> None:
     result = _run(_policy(tmp_path, TeamType.community), [_call("c1", 0, "C", needs_transport=True)], line,
-                  hospitals=[("H", *_latlon("D"))])
+                  hospitals=[("H", *latlon("D"))])
     c1 = result.outcomes[0]
     assert c1.transported_to is None and c1.transport_missed
     assert c1.free_s == pytest.approx(c1.clear_s)
@@ -175,7 +154,7 @@ def test_no_team_in_two_places_at_once(line, tmp_path) -> None:
     calls = [_call(f"c{k:03d}", float(t), "ABCD"[rng.integers(4)], needs_transport=bool(rng.random() < 0.3))
              for k, t in enumerate(times)]
     policy = _policy(tmp_path, TeamType.ems, n_teams=3, service=ServiceTime(900.0, 0.6))
-    result = _run(policy, calls, line, hospitals=[("H", *_latlon("D"))], max_wait_s=None)
+    result = _run(policy, calls, line, hospitals=[("H", *latlon("D"))], max_wait_s=None)
     assert all(o.served for o in result.outcomes)
     by_team: dict[str, list] = {}
     for o in result.outcomes:

@@ -20,7 +20,7 @@ from typing import Any
 
 from routing.errors import InvalidInput
 from routing.jsonlimits import check_depth
-from routing.triage import Call
+from routing.triage import Call, iter_call_records
 
 #: Suggestions written to the audit trail per transaction.
 CHUNK = 1000
@@ -76,19 +76,10 @@ def iter_calls(path: str | Path, *, default_received: datetime) -> Iterator[tupl
         Naming the file and line of the first bad record (or a duplicate id).
     """
     p = Path(path)
-    seen: set[str] = set()
     count = 0
     try:
-        for line, rec in _records(p):
-            try:
-                call = Call.from_dict(rec, default_id=f"line-{line}", default_received=default_received)
-            except InvalidInput as exc:
-                raise InvalidInput(f"line {line}: {exc.message}", field=exc.field) from None
-            if call.call_id in seen:
-                raise InvalidInput(f"duplicate call_id {call.call_id!r}", field="call_id")
-            seen.add(call.call_id)
+        for call, given in iter_call_records(_records(p), default_received=default_received):
             count += 1
-            given = isinstance(rec, dict) and rec.get("received") not in (None, "")
             yield call, given
         if not count:
             raise InvalidInput("no calls", field="calls")

@@ -9,9 +9,7 @@ its audit trail. ``demo`` needs no database: it puts the default fleet at its st
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import json
 import sys
 import time
@@ -28,9 +26,8 @@ from routing.errors import InvalidInput
 # Only standard-library engine modules at the top (the parser needs their names); the network and
 # the solvers are imported by the commands that use them, so that --help starts fast.
 from routing.fleet import DEFAULT_TIMEZONE, TeamState, TeamStatus, load_fleet
-from routing.jsonlimits import check_depth
 from routing.store import Store, clock_ahead_s, default_db_path
-from routing.triage import FLAGS, Call, calls_from_records, load_rules
+from routing.triage import FLAGS, Call, load_rules
 from routing.units import format_eta
 
 if TYPE_CHECKING:
@@ -295,71 +292,16 @@ def _fleet_history(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- calls
 
 def read_calls(path: str | Path, *, default_received: datetime | None = None) -> list[Call]:
-    """Read calls from CSV (header row) or JSON lines (one object per line; a JSON array also works).
+    """Every call of a CSV (header row), JSON-lines or JSON-array file (see ``_callfile.iter_calls``).
 
     Raises
     ------
     InvalidInput
         Naming the file and line of the first bad record.
     """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InvalidInput(f"calls file not found: {p}", field="calls") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read calls file {p}: {exc}", field="calls") from None
-    stripped = text.lstrip()
-    if not stripped:
-        raise InvalidInput(f"{p}: no calls", field="calls")
-    try:
-        if p.suffix.lower() == ".csv" or not stripped.startswith(("{", "[")):
-            reader = csv.DictReader(io.StringIO(text))
-            records, lines = [], []
-            for row in reader:
-                if None in row:
-                    raise InvalidInput(f"line {reader.line_num}: more values than header columns", field="calls")
-                records.append({k.strip(): v for k, v in row.items() if k is not None})
-                lines.append(reader.line_num)
-            return _calls(records, lines, default_received)
-        if stripped.startswith("["):
-            check_depth(text, field="calls")  # json.loads would raise RecursionError: a traceback
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"line {exc.lineno}: invalid JSON: {exc.msg}", field="calls") from None
-            return _calls(data, list(range(1, len(data) + 1)), default_received, what="record")
-        records, lines = [], []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            check_depth(line, field="calls", where=f"line {n}")
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"line {n}: invalid JSON: {exc.msg}", field="calls") from None
-            lines.append(n)
-        return _calls(records, lines, default_received)
-    except InvalidInput as exc:
-        raise InvalidInput(f"{p}: {exc.message}", field=exc.field) from None
+    from routing.cli._callfile import iter_calls
 
-
-def _calls(records: list[Any], lines: list[int], default_received: datetime | None, what: str = "line"
-           ) -> list[Call]:
-    out: list[Call] = []
-    for rec, line in zip(records, lines, strict=True):
-        try:
-            call = calls_from_records([rec], first_line=line, default_received=default_received)[0]
-        except InvalidInput as exc:
-            raise InvalidInput(exc.message.replace("line ", f"{what} ", 1), field=exc.field) from None
-        out.append(call)
-    ids = [c.call_id for c in out]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise InvalidInput(f"duplicate call_id {dup!r}", field="call_id")
-    if not out:
-        raise InvalidInput("no calls", field="calls")
-    return out
+    return [c for c, _ in iter_calls(path, default_received=default_received or datetime.now(UTC))]
 
 
 # ---------------------------------------------------------------------------------------------- suggest
