@@ -384,15 +384,72 @@ def place_call(call: Call, places: Places | None, network: RoadNetwork | None = 
     """
     if places is None:
         return call, CallLocation(call.neighborhood, call.district)
-    neighborhood, district = places.locate(call.lat, call.lon)
-    notes: list[str] = []
-    attached = None
-    outside = False
     if snap is None and network is not None:
         snap = network.snap(call.lat, call.lon, field="location")
+    neighborhood, district = places.locate(call.lat, call.lon)
+    road = None
     if snap is not None:
         road_nb, road_district = places.locate(snap.road_lat, snap.road_lon)
         road_inside = network.inside_boundary(snap.road_lat, snap.road_lon) if network is not None else None
+        road = (road_nb, road_district, road_inside)
+    return _placed(call, neighborhood, district, snap, road)
+
+
+@dataclass(frozen=True)
+class PlacedCall:
+    """A call with its road attachment and location worked out in advance (see :func:`place_calls`).
+
+    ``snap`` is the call's :class:`routing.network.Snap`; ``call`` and ``location`` are what
+    :func:`place_call` returns for it. Pass it to :func:`suggest` as ``placed``.
+    """
+
+    snap: Snap
+    call: Call
+    location: CallLocation
+
+
+def place_calls(calls: Sequence[Call], places: Places | None, network: RoadNetwork) -> list[PlacedCall | None]:
+    """:func:`place_call` for many calls at once (snapping and polygon tests vectorised).
+
+    Returns, per call, a :class:`PlacedCall` identical to snapping and placing it alone, or ``None``
+    where its location does not snap (:meth:`routing.network.RoadNetwork.snap` raises for it). A
+    simulation knows all its calls in advance: this takes their placement out of the per-call work.
+    """
+    if not calls:
+        return []
+    lats = np.array([c.lat for c in calls], dtype=float)
+    lons = np.array([c.lon for c in calls], dtype=float)
+    snaps = network.snaps(lats, lons)
+    out: list[PlacedCall | None] = [None] * len(calls)
+    if places is None:
+        for k, (c, s) in enumerate(zip(calls, snaps, strict=True)):
+            if s is not None:
+                out[k] = PlacedCall(s, c, CallLocation(c.neighborhood, c.district))
+        return out
+    ok = [k for k, s in enumerate(snaps) if s is not None]
+    if not ok:
+        return out
+    nbs, dists = places.locate_many(lats[ok], lons[ok])
+    road_lat = np.array([snaps[k].road_lat for k in ok])  # type: ignore[union-attr]
+    road_lon = np.array([snaps[k].road_lon for k in ok])  # type: ignore[union-attr]
+    road_nbs, road_dists = places.locate_many(road_lat, road_lon)
+    road_inside = network.inside_many(road_lat, road_lon)
+    for m, k in enumerate(ok):
+        road = (road_nbs[m], road_dists[m], None if road_inside is None else bool(road_inside[m]))
+        call, location = _placed(calls[k], nbs[m], dists[m], snaps[k], road)
+        out[k] = PlacedCall(snaps[k], call, location)  # type: ignore[arg-type]
+    return out
+
+
+def _placed(call: Call, neighborhood: str | None, district: str | None, snap: Snap | None,
+            road: tuple[str | None, str | None, bool | None] | None) -> tuple[Call, CallLocation]:
+    """:func:`place_call` once the polygons are known: ``road`` = (neighborhood, district, inside the
+    city line) of the snap's road point."""
+    notes: list[str] = []
+    attached = None
+    outside = False
+    if snap is not None and road is not None:
+        road_nb, road_district, road_inside = road
         attached = {"lat": snap.road_lat, "lon": snap.road_lon, "road_class": snap.road_class,
                     "distance_m": round(snap.distance_m, 1), "inside_city": road_inside,
                     "neighborhood": road_nb, "district": road_district}
@@ -413,8 +470,10 @@ def place_call(call: Call, places: Places | None, network: RoadNetwork | None = 
         if said is not None and found is not None and said != found:
             notes.append(f"caller-supplied {name} {said!r} disagrees with the location ({found!r}); "
                          "the location decides eligibility")
-    located = replace(call, neighborhood=neighborhood if neighborhood is not None else call.neighborhood,
-                      district=district if district is not None else call.district)
+    neighborhood = neighborhood if neighborhood is not None else call.neighborhood
+    district = district if district is not None else call.district
+    same = neighborhood == call.neighborhood and district == call.district
+    located = call if same else replace(call, neighborhood=neighborhood, district=district)
     return located, CallLocation(located.neighborhood, located.district, outside, attached, notes)
 
 
@@ -489,6 +548,35 @@ def _candidates(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork,
                                          f"{snap.message}"))
         else:
             ok.append((ts, snap))
+    later: list[tuple[TeamState, Snap]] = []
+    if ranking and ok:
+        # Only the best tier with an eligible team is ranked: a lower tier's teams are listed as such,
+        # and their ETAs would be wasted work (a third of a simulated call's). A tier whose teams all
+        # turn out unreachable gives way to the next one.
+        levels = sorted({type_tier[ts.team.team_type] for ts, _ in ok})
+        for level in levels:
+            here = [(ts, snap) for ts, snap in ok if type_tier[ts.team.team_type] == level]
+            later = [(ts, snap) for ts, snap in ok if type_tier[ts.team.team_type] > level]
+            eligible, inexact, distance = _etas(here, call_snap, type_tier, ineligible, network=network,
+                                                engine=engine, now=now, ranking=True, top=top)
+            if eligible:
+                break
+    else:
+        eligible, inexact, distance = _etas(ok, call_snap, type_tier, ineligible, network=network, engine=engine,
+                                            now=now, ranking=ranking, top=top)
+    for ts, _ in later:  # reported as lower-tier teams; never ranked, so no ETA
+        eligible.append((ts, type_tier[ts.team.team_type], math.inf, -1, ts.position_age_s(now)))
+    return _Candidates(call, rule.name, tiers, eligible, ineligible, distance, frozenset(inexact))
+
+
+def _etas(ok: list[tuple[TeamState, Snap]], call_snap: Snap, type_tier: dict[TeamType, int],
+          ineligible: list[Ineligible], *, network: RoadNetwork, engine: Any, now: datetime, ranking: bool,
+          top: int | None) -> tuple[list[tuple[TeamState, int, float, int, float]], set[int],
+                                    Callable[[Sequence[int]], list[float]]]:
+    """ETAs of snapped teams to one call (see :func:`_candidates`): (eligible, inexact legs, distance).
+
+    Unreachable teams are appended to ``ineligible``.
+    """
     # Phantom nodes: a team joins the network at the end(s) of its segment it may drive to, the call is
     # reached from the end(s) of its segment that lead to it; the best combination is the ETA.
     y_nodes, y_time, y_dist = network.snap_entries(call_snap)
@@ -496,7 +584,7 @@ def _candidates(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork,
     keys: list[str] = []
     exits = []
     for ts, snap in ok:
-        x_nodes, x_time, x_dist = network.snap_exits(snap)
+        x_nodes, x_time, x_dist = engine.exits(network, snap)
         exits.append((len(sources), x_time, x_dist))
         sources.extend(int(x) for x in x_nodes)
         keys.extend(f"{ts.team_id}\x00{i}" for i in range(len(x_nodes)))
@@ -505,13 +593,25 @@ def _candidates(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork,
     if bound is None:
         times, legs = engine.lazy_legs(network, sources, y_nodes.tolist(), keys)
     else:
-        start = bound.start_s(engine.straight_line_s(sources, y_nodes.tolist()))
-        times, legs = engine.lazy_legs(network, sources, y_nodes.tolist(), keys, enough=bound, start_s=start)
+        entries = y_nodes.tolist()
+
+        def start() -> float:  # only when a bounded search is needed (most calls read cached rows)
+            return bound.start_s(engine.straight_line_s(sources, entries))
+
+        times, legs = engine.lazy_legs(network, sources, entries, keys, enough=bound, start_s=start)
     eligible = []
     inexact: set[int] = set()
     chosen: list[tuple[int, int] | None] = []  # per ok-team: (source, target) used, None = same segment
     direct: list[float] = []
-    for k, ((ts, snap), (first, x_time, _)) in enumerate(zip(ok, exits, strict=True)):
+    # Per team, the best (exit, entry) pair in row-major order of its block, as np.argmin over the block
+    # would pick it: per exit its first best entry, then the first exit with the team's best total.
+    n_exits = np.diff(np.append(np.array([e[0] for e in exits], dtype=np.int64), len(sources)))
+    if sources and len(y_time):
+        total = times + np.concatenate([x for _, x, _ in exits])[:, None] + np.asarray(y_time)[None, :]
+        per_exit, entry = total.min(axis=1), total.argmin(axis=1)
+    else:
+        per_exit, entry = np.full(len(sources), math.inf), np.zeros(len(sources), dtype=np.int64)
+    for k, ((ts, snap), (first, _, _)) in enumerate(zip(ok, exits, strict=True)):
         if bound is not None and bound.exact is not None and not bound.exact[k]:
             # Beyond the bounded search: a lower bound that ranks it after every team returned.
             chosen.append(None)
@@ -519,15 +619,16 @@ def _candidates(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork,
             inexact.add(k)
             eligible.append((ts, type_tier[ts.team.team_type], float(bound.eta_low[k]), k, ts.position_age_s(now)))
             continue
-        block = times[first:first + len(x_time)] + x_time[:, None] + y_time[None, :]
-        s_best, t_best = np.unravel_index(int(np.argmin(block)), block.shape) if block.size else (0, 0)
-        network_time = float(block[s_best, t_best]) if block.size else math.inf
+        s_best, network_time = first, math.inf
+        for s_k in range(first, first + int(n_exits[k])):
+            if per_exit[s_k] < network_time:
+                s_best, network_time = s_k, float(per_exit[s_k])
         same_time, same_dist = same[k]
         if same_time <= network_time:
             network_time = same_time
             chosen.append(None)
         else:
-            chosen.append((first + int(s_best), int(t_best)))
+            chosen.append((s_best, int(entry[s_best])))
         direct.append(same_dist)
         eta = snap.time_s + network_time + call_snap.time_s
         if not math.isfinite(eta):
@@ -555,7 +656,7 @@ def _candidates(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork,
             out.append(snap.distance_m + along + call_snap.distance_m)
         return out
 
-    return _Candidates(call, rule.name, tiers, eligible, ineligible, distance, frozenset(inexact))
+    return eligible, inexact, distance
 
 
 class _RankBound:
@@ -572,6 +673,16 @@ class _RankBound:
     def __init__(self, ok: list[tuple[TeamState, Snap]], exits: list[tuple[int, np.ndarray, np.ndarray]],
                  same: list[tuple[float, float]], y_time: np.ndarray, call_time: float,
                  type_tier: dict[TeamType, int], top: int | None) -> None:
+        # The arrays are built on first use: most calls read cached rows and never need a bound.
+        self._inputs = (ok, exits, same, y_time, call_time, type_tier)
+        self.top = top
+        self.exact: np.ndarray | None = None  # after the last test
+        self._ready = False
+
+    def _prepare(self) -> None:
+        if self._ready:
+            return
+        ok, exits, same, y_time, call_time, type_tier = self._inputs
         self.starts = np.array([first for first, _, _ in exits], dtype=np.int64)
         self.x = np.concatenate([x_time for _, x_time, _ in exits])
         self.y = np.asarray(y_time, dtype=float)
@@ -581,12 +692,12 @@ class _RankBound:
         tier = np.array([type_tier[ts.team.team_type] for ts, _ in ok])
         self.ranked = np.flatnonzero(tier == tier.min())  # the tier suggest will use: every team reachable
         self.ids = [ts.team_id for ts, _ in ok]
-        self.top = top
-        self.exact: np.ndarray | None = None  # after the last test
         self.eta_low = np.full(len(ok), math.inf)
+        self._ready = True
 
     def start_s(self, straight: np.ndarray) -> float:
         """First limit: straight-line time to the farthest team that must rank, times a detour factor."""
+        self._prepare()
         from routing.eta import _START_DETOUR
 
         per_team = np.minimum.reduceat(straight.min(axis=1), self.starts)[self.ranked]
@@ -596,7 +707,26 @@ class _RankBound:
             far = float(np.partition(per_team, self.top - 1)[self.top - 1])
         return _START_DETOUR * far + 30.0  # + the phantom and entry legs, roughly
 
+    def cap_s(self, times: np.ndarray, have: np.ndarray) -> float:
+        """A search limit (s) that decides the ranking, from the sources whose times are known (``have``).
+
+        A team's best known (exit, entry) combination bounds its network time from above; the ``top``-th
+        smallest total over the ranked teams bounds the ETA of every team that ranks, so a team whose
+        network time exceeds it cannot rank (its ETA adds non-negative legs). One second more keeps teams
+        that tie at millisecond resolution inside. ``inf`` without ``top`` (every ETA must be exact).
+        """
+        self._prepare()
+        if self.top is None:
+            return math.inf
+        known = np.where(have[:, None], times + self.x[:, None] + self.y[None, :], math.inf)
+        upper = self.snap_t + np.minimum(np.minimum.reduceat(known.min(axis=1), self.starts), self.same) + self.call_t
+        upper = upper[self.ranked]
+        if self.top > len(upper):
+            return math.inf
+        return float(np.partition(upper, self.top - 1)[self.top - 1]) + 1.0
+
     def __call__(self, times: np.ndarray, bounds: np.ndarray) -> bool:
+        self._prepare()
         legs = self.x[:, None] + self.y[None, :]
         open_ = np.isinf(times) & np.isfinite(bounds)
         got = np.where(open_, math.inf, times + self.x[:, None] + self.y[None, :])
@@ -634,7 +764,8 @@ def _tier_label(tiers: list[Tier], i: int) -> str:
 
 def suggest(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork, rules: Rules, places: Places | None = None,
             now: datetime | None = None, top: int | None = None, stale_after_s: float | None = None,
-            coverage: CoverageModel | None = None) -> SuggestionResult:
+            coverage: CoverageModel | None = None, placed: PlacedCall | None = None,
+            distances: bool = True) -> SuggestionResult:
     """Rank the eligible teams for one call by ETA.
 
     Parameters
@@ -658,6 +789,12 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork, rul
     coverage
         Demand and coverage cache for rules with ``choice = "coverage"`` (default: built from ``places``
         and the default demand surface on first use). Unused by closest-choice rules.
+    placed
+        This call's :class:`PlacedCall` from :func:`place_calls`, when the caller placed its calls in
+        advance (the simulation does); the answer is the same, without snapping and locating again.
+    distances
+        ``False`` leaves every ``distance_m`` NaN: road distances are walked along each returned team's
+        path, work a caller that ranks by time alone (the simulation) does not need.
 
     Returns
     -------
@@ -678,8 +815,11 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork, rul
     if not math.isfinite(stale_after) or stale_after < 0:
         raise InvalidInput(f"stale_after_s must be a non-negative number, got {stale_after_s!r}",
                            field="stale_after_s")
-    call_snap = network.snap(call.lat, call.lon, field="location")
-    call, location = place_call(call, places, network, call_snap)
+    if placed is None:
+        call_snap = network.snap(call.lat, call.lon, field="location")
+        call, location = place_call(call, places, network, call_snap)
+    else:
+        call_snap, call, location = placed.snap, placed.call, placed.location
     by_coverage = rules.choice_for(call) == "coverage"
     # A coverage choice compares every team of the tier, so all their ETAs must be exact.
     cand = _candidates(call, teams, network=network, rules=rules, now=now, call_snap=call_snap, ranking=True,
@@ -688,11 +828,12 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork, rul
     ineligible = list(cand.ineligible)
     chosen = min((k for _, k, *_ in cand.eligible), default=None)
     ranked = []
+    labels = [_tier_label(tiers, i) for i in range(len(tiers))]
     for ts, k, eta, leg, age in cand.eligible:
         if k != chosen:
             ineligible.append(Ineligible(ts.team_id, ts.team.team_type, "lower_tier",
-                                         f"{ts.team.team_type.value} serves in {_tier_label(tiers, k)}; "
-                                         f"{_tier_label(tiers, chosen)} has an eligible team"))  # type: ignore[arg-type]
+                                         f"{ts.team.team_type.value} serves in {labels[k]}; "
+                                         f"{labels[chosen]} has an eligible team"))  # type: ignore[index]
             continue
         ranked.append((_rank_key(eta, ts.team_id), ts, eta, leg, age))
     ranked.sort(key=lambda r: r[0])
@@ -710,7 +851,7 @@ def suggest(call: Call, teams: Sequence[TeamState], *, network: RoadNetwork, rul
             keep.append(next(r for r in ranked if r[1].team_id == closest))
         omitted = len(ranked) - len(keep)
         ranked = keep
-    dists = cand.distance([leg for _, _, _, leg, _ in ranked])
+    dists = cand.distance([leg for _, _, _, leg, _ in ranked]) if distances else [math.nan] * len(ranked)
     chosen_tier = tiers[chosen].name if chosen is not None else ""  # ranked is empty when chosen is None
     suggestions = [
         Suggestion(rank=i + 1, team_id=ts.team_id, team_type=ts.team.team_type, name=ts.team.name,

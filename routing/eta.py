@@ -30,14 +30,14 @@ count as reachable; elsewhere the engine searches in full.
 
 **Memory you can plan for.** Every cache is bounded in bytes, process-wide, over all engines:
 ``CACHE_MB`` (environment ``CRISIS_DISPATCH_ETA_CACHE_MB``, default 512; change it at run time with
-:func:`set_cache_mb`), shared as 80 % forward rows, 15 % reverse rows, 3 % snapped positions and 2 %
-team-movement records, each an LRU of its own so calls with moving teams never evict the rows of
-stationary ones. A row is its float64 times and int32 predecessors (12 bytes a node: 135 kB on Boston,
-13.5 MB at 1.1M nodes), plus float64 distances once a row answers many (20 bytes a node). Times stay
-float64: ETAs are ranked at millisecond resolution and compared to 1e-6 s, and float32 (a 0.25 ms step
-at one hour) would move ETAs and could swap teams whose times round to the same millisecond. The
-default holds about 3,000 Boston rows (1,500 stationary teams on two-way streets) or 30 rows of a
-1.1M-node network; rows of networks above ``_WARM_MAX_NODES`` nodes are filled only by
+:func:`set_cache_mb`), shared as 80 % forward rows, 14 % reverse rows, 3 % snapped positions, 1 % their
+phantom-node legs and 2 % team-movement records, each an LRU of its own so calls with moving teams never
+evict the rows of stationary ones. A row is its float64 times and int32 predecessors (12 bytes a node:
+135 kB on Boston, 13.5 MB at 1.1M nodes), plus float64 distances once a row answers many (20 bytes a
+node). Times stay float64: ETAs are ranked at millisecond resolution and compared to 1e-6 s, and float32
+(a 0.25 ms step at one hour) would move ETAs and could swap teams whose times round to the same
+millisecond. The default holds about 3,000 Boston rows (1,500 stationary teams on two-way streets) or 30
+rows of a 1.1M-node network; rows of networks above ``_WARM_MAX_NODES`` nodes are filled only by
 :func:`warm_up` or :meth:`_EtaEngine.prime`, since there a bounded search is cheaper than a full row.
 
 The decisions that use it (:func:`routing.dispatch.suggest`, :func:`routing.dispatch.assign`, the
@@ -75,9 +75,10 @@ def _env_cache_mb() -> float:
 #: Bytes (in MB) all ETA caches of the process may hold together; see the module docstring.
 CACHE_MB: float = _env_cache_mb()
 #: Share of ``CACHE_MB`` per cache (each its own process-wide LRU).
-CACHE_SHARES = {"rows": 0.80, "reverse_rows": 0.15, "snaps": 0.03, "seen": 0.02}
+CACHE_SHARES = {"rows": 0.80, "reverse_rows": 0.14, "snaps": 0.03, "exit_legs": 0.01, "seen": 0.02}
 _SNAP_BYTES = 600  # a cached Snap with its key and LRU links (measured with sys.getsizeof, rounded up)
 _SEEN_BYTES = 250  # a team key, its (node, streak) and LRU links
+_EXITS_BYTES = 700  # a snapped position's key and its three small leg arrays (sys.getsizeof, rounded up)
 _WARM_MAX_NODES = 50_000  # above this, calls do not fill forward rows on their own (see the docstring)
 _START_DETOUR = 3.0  # first limit: straight-line time at top speed x this
 _FULL_AFTER = 0.25  # a bounded round that settles this share of the network is followed by a full search
@@ -106,6 +107,9 @@ class _EtaEngine:
         # the first guess of a bounded search's limit.
         edge_time = np.asarray(network.csr.data, dtype=float)
         self.top_speed = float(np.max(length / np.maximum(edge_time, 1e-9))) if len(length) else 1.0
+        # Median edge speed (m/s): how far a search reaches in a given time, for choosing a bounded search
+        # over a full one (top speed holds only on the few expressways).
+        self.typical_speed = float(np.median(length / np.maximum(edge_time, 1e-9))) if len(length) else 1.0
         self.x, self.y = np.asarray(network.x, dtype=float), np.asarray(network.y, dtype=float)
         self.area_m2 = float(np.ptp(self.x) * np.ptp(self.y)) if n else 0.0
         self.key = id(network.csr)  # the registry key; the byte budget names entries by it
@@ -116,6 +120,7 @@ class _EtaEngine:
         self.reverse_rows: OrderedDict[int, _Row] = OrderedDict()
         self.snaps: OrderedDict[tuple[float, float], Snap | InvalidInput] = OrderedDict()
         self.seen: dict[Hashable, tuple[int, int]] = {}  # team key -> (node at last query, unchanged streak)
+        self.exit_legs: dict[tuple[int, float, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.stats = {"lookups": 0, "forward_fills": 0, "reverse_searches": 0, "bounded_searches": 0,
                       "full_searches": 0}
 
@@ -180,6 +185,19 @@ class _EtaEngine:
                 for k in misses:
                     self._remember("snaps", points[k], fresh[k], _SNAP_BYTES)
         return cast("list[Snap | InvalidInput]", out)  # every slot was filled: a hit or a miss
+
+    def exits(self, network: RoadNetwork, snap: Snap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`routing.network.RoadNetwork.snap_exits` of a team position, cached (this profile's legs)."""
+        key = (snap.segment, snap.fraction, snap.node)
+        hit = self.exit_legs.get(key)
+        if hit is None:
+            hit = network.snap_exits(snap)
+            with self.lock:
+                self._remember("exit_legs", key, hit, _EXITS_BYTES)
+        else:
+            with self.lock:
+                self._touch("exit_legs", key)
+        return hit
 
     # --- search rows
     def _tree_distance(self, pred: np.ndarray, *, toward_root_is_forward: bool) -> np.ndarray:
@@ -317,7 +335,8 @@ class _EtaEngine:
 
     def lazy_legs(self, network: RoadNetwork, sources: Sequence[int], targets: Sequence[int],
                   keys: Sequence[str] | None = None, *,
-                  enough: Callable[[np.ndarray, np.ndarray], bool] | None = None, start_s: float = 60.0
+                  enough: Callable[[np.ndarray, np.ndarray], bool] | None = None,
+                  start_s: float | Callable[[], float] = 60.0
                   ) -> tuple[np.ndarray, Callable[[Iterable[tuple[int, int]]], np.ndarray]]:
         """Network travel time (s) from each source node to each target node, and road distances on demand.
 
@@ -327,7 +346,8 @@ class _EtaEngine:
         row. A team that moves on every call would only waste the search.
 
         With ``enough`` (on a strongly connected network), the reverse searches are bounded (see the
-        module docstring): first at ``start_s`` seconds, then at twice that, and so on, until
+        module docstring): first at ``start_s`` seconds (or what it returns, when a bounded search turns out
+        to be needed, if it is a function), then at twice that, and so on, until
         ``enough(times, bounds)`` returns True or a search covered the network (it is called after
         every search, so its last call sees the times returned). ``bounds[k, j]`` is the
         limit of the search that answered ``times[k, j]`` (inf for a full search or a forward row): an
@@ -395,7 +415,7 @@ class _EtaEngine:
         return times, self._distance_fn(where)
 
     def _bounded(self, sources: Sequence[int], targets: list[int], cached: dict[int, _Row | None],
-                 enough: Callable[[np.ndarray, np.ndarray], bool], start_s: float
+                 enough: Callable[[np.ndarray, np.ndarray], bool], start_s: float | Callable[[], float]
                  ) -> tuple[np.ndarray, list[list[tuple[_Row, int]]]]:
         """Times from bounded reverse searches, the limit doubling until ``enough`` (see lazy_legs)."""
         src = np.asarray(sources, dtype=np.int64)
@@ -404,11 +424,20 @@ class _EtaEngine:
         bounds = np.full((len(sources), len(targets)), math.inf)
         for k in np.flatnonzero(have):  # forward rows: exact
             times[k] = cached[int(src[k])].times[targets]  # type: ignore[union-attr]
-        limit = max(float(start_s), 1.0) if math.isfinite(start_s) else math.inf
+        cap = getattr(enough, "cap_s", None)
+        # The teams with forward rows may already bound how far a team that ranks can be: a search to
+        # that bound decides, so no round goes beyond it. Straight to it when there is one: a smaller
+        # first guess that fails costs a second round.
+        ceiling = max(float(cap(times, have)), 1.0) if cap is not None and have.any() else math.inf
+        if math.isfinite(ceiling):
+            limit = ceiling
+        else:
+            first = float(start_s() if callable(start_s) else start_s)
+            limit = max(first, 1.0) if math.isfinite(first) else math.inf
         rest = src[~have]
         while True:
-            if math.pi * (limit * self.top_speed) ** 2 >= self.area_m2:
-                limit = math.inf  # even at top speed the disc covers the map: no bound to gain
+            if limit < ceiling and math.pi * (limit * self.typical_speed) ** 2 >= self.area_m2:
+                limit = ceiling  # the disc at a typical speed covers the map: no bound to gain below the ceiling
             revs = [self._reverse(t, limit) for t in targets]
             for j, row in enumerate(revs):
                 times[~have, j] = row.times[rest]
@@ -418,7 +447,8 @@ class _EtaEngine:
                 break
             # Settled share of the network: past a quarter, doubling again costs about a full search.
             settled = np.count_nonzero(np.isfinite(revs[0].times)) / self.n
-            limit = math.inf if settled >= _FULL_AFTER else 2.0 * max(row.limit for row in revs)
+            grown = math.inf if settled >= _FULL_AFTER else 2.0 * max(row.limit for row in revs)
+            limit = math.inf if limit >= ceiling else min(grown, ceiling)
         where = [[(cached[int(u)], t) if have[k] else (revs[j], int(u)) for j, t in enumerate(targets)]
                  for k, u in enumerate(sources)]
         return times, where  # type: ignore[return-value]
@@ -504,6 +534,9 @@ class _Budget:
 
     def charge(self, name: tuple[int, str, Hashable], nbytes: int) -> None:
         lru = self.lru[name[1]]
+        if lru.get(name) == nbytes:  # an entry updated in place (a team's last node): no new bytes
+            lru.move_to_end(name)
+            return
         self.used[name[1]] += nbytes - lru.pop(name, 0)
         lru[name] = nbytes
         self.trim(name[1])
@@ -601,6 +634,58 @@ def warm_up(teams: Sequence[TeamState], *, network: RoadNetwork) -> int:
     if missing:
         engine._fill(network, missing)
     return len(missing)
+
+
+def reset_caches(warm: Sequence[tuple[RoadNetwork, Sequence[int]]] = ()) -> int:
+    """Bring the ETA caches to a state that depends only on ``warm``: reproducible runs, warm caches.
+
+    A cached forward row and a fresh reverse search can give a travel time that differs in the last
+    bit, so which rows are cached could change a simulated decision. After this call the forward rows
+    are exactly those of ``warm`` (per network, its nodes, in that order: kept if cached, else
+    searched), every other row, every reverse row and every team-movement record are gone; snapped
+    positions and their phantom-node legs stay, being pure functions of their inputs. A run that starts
+    here gives the same answers whatever ran before it in the process, and replications in one
+    process skip the searches the first one made.
+
+    Parameters
+    ----------
+    warm
+        ``(network, nodes)`` pairs: the profile networks and the node indices to hold forward rows for.
+
+    Returns
+    -------
+    int
+        Rows searched (those not already cached).
+    """
+    with _CACHE_LOCK:
+        saved: dict[tuple[int, int], _Row] = {}
+        for engine in list(_ENGINES.values()):
+            for u, row in engine.rows.items():
+                saved[(engine.key, u)] = row
+            engine.rows.clear()
+            engine.reverse_rows.clear()
+            engine.seen.clear()
+        for kind in ("rows", "reverse_rows", "seen"):
+            _BUDGET.lru[kind].clear()
+            _BUDGET.used[kind] = 0
+    searched = 0
+    for network, nodes in warm:
+        engine = eta_engine(network)
+        wanted = list(dict.fromkeys(int(u) for u in nodes))
+        missing = [u for u in wanted if (engine.key, u) not in saved]
+        if missing:
+            times, pred = dijkstra(network.csr, directed=True, indices=missing, return_predecessors=True)
+            for k, u in enumerate(missing):
+                saved[(engine.key, u)] = _Row(times[k].copy(), pred[k].copy(), toward_root_is_forward=False)
+            searched += len(missing)
+        with engine.lock:
+            for u in wanted:
+                row = saved[(engine.key, u)]
+                row.dist, row.walks = None, 0  # as searched: what a row holds must not depend on its past
+                row.slot = (engine.key, "rows", u)
+                engine._remember("rows", u, row, row.nbytes)
+            engine.stats["forward_fills"] += len(missing)
+    return searched
 
 
 def clear_caches() -> None:

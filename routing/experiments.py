@@ -77,12 +77,8 @@ def run_replication(policy: Policy, calls: Sequence[Call], *, network: Any, plac
         ``{"seed", "metrics": RunMetrics.to_dict(), "wall_s", "events"}``; everything but ``wall_s`` is
         a pure function of the inputs.
     """
-    from routing import eta
-
-    # Cached shortest-path rows and fresh searches can differ in the last bit of a travel time; a cold
-    # start makes a replication's figures independent of whatever ran before it in this process (a
-    # Dask worker, a serial loop, a fresh command), so they are bit-for-bit reproducible.
-    eta.clear_caches()
+    # simulate() starts from ETA caches that depend only on its inputs (routing.eta.reset_caches), so
+    # a replication's figures are bit-for-bit the same in a Dask worker, a serial loop or a fresh command.
     res = simulate(policy, calls, network=network, places=places, start=start, days=days, seed=seed,
                    max_wait_s=max_wait_s, hospitals=hospitals, time_of_day=time_of_day)
     metrics = published_metrics(res, standards=standards)

@@ -536,6 +536,13 @@ class RoadNetwork:
         x, y = _TO_METRIC.transform(lon, lat)
         return bool(shapely.contains_xy(self._t.boundary, x, y))
 
+    def inside_many(self, lats: np.ndarray, lons: np.ndarray) -> np.ndarray | None:
+        """Vectorised :meth:`inside_boundary`: a bool array, or ``None`` when the source has no boundary."""
+        if self._t.boundary is None:
+            return None
+        x, y = _TO_METRIC.transform(np.asarray(lons, dtype=float), np.asarray(lats, dtype=float))
+        return np.asarray(shapely.contains_xy(self._t.boundary, x, y), dtype=bool)
+
     def in_service_area(self, lat: float, lon: float) -> bool:
         """Whether a point would snap (inside the boundary tolerance and near a road)."""
         try:
@@ -637,6 +644,39 @@ class RoadNetwork:
             bad = int(np.flatnonzero(~ok)[0])
             self.snap(float(lats[bad]), float(lons[bad]), field=f"point {bad}", on=on)  # raises the precise error
         segment[~ok] = -1
+        return out
+
+    def snaps(self, lats: Sequence[float] | np.ndarray, lons: Sequence[float] | np.ndarray, *,
+              on: str = "street") -> list[Snap | None]:
+        """Full :class:`Snap` objects for many points at once, as :meth:`snap` gives them one by one.
+
+        ``None`` where :meth:`snap` would raise (call :meth:`snap` on that point for the message). Built
+        for callers that know many points in advance (a simulation's calls): the projections, the
+        boundary test and the transforms run vectorised, a few microseconds per point.
+        """
+        lats = np.asarray(lats, dtype=float)
+        lons = np.asarray(lons, dtype=float)
+        got = self.snap_many(lats, lons, strict=False, on=on)
+        ok = np.flatnonzero(got.nodes >= 0)
+        out: list[Snap | None] = [None] * len(lats)
+        if not len(ok):
+            return out
+        seg = self._t.segments()
+        segment = got.segment[ok]  # type: ignore[index]
+        fraction = got.fraction[ok]  # type: ignore[index]
+        on_seg = segment >= 0
+        a, b = seg.a[np.where(on_seg, segment, 0)], seg.b[np.where(on_seg, segment, 0)]
+        node = got.nodes[ok]
+        px = np.where(on_seg, self.x[a] + (self.x[b] - self.x[a]) * fraction, self.x[node])
+        py = np.where(on_seg, self.y[a] + (self.y[b] - self.y[a]) * fraction, self.y[node])
+        road_lon, road_lat = _TO_WGS84.transform(px, py)
+        within = self.inside_many(lats[ok], lons[ok])
+        inside: list[bool | None] = [None] * len(ok) if within is None else within.tolist()
+        for m, k in enumerate(ok.tolist()):
+            s = int(segment[m])
+            out[k] = Snap(int(node[m]), float(got.distance_m[k]), float(got.time_s[k]), s, float(fraction[m]),
+                          str(seg.road_class[s]), bool(got.street_fallback[k]),  # type: ignore[index]
+                          inside[m], float(road_lat[m]), float(road_lon[m]))
         return out
 
     # ----------------------------------------------------------------- phantom nodes

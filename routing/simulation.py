@@ -43,7 +43,10 @@ import bisect
 import heapq
 import json
 import math
+import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -58,7 +61,7 @@ from routing.arrivals import (
     _check_days,
     _locate,
 )
-from routing.dispatch import assign, suggest
+from routing.dispatch import assign, place_calls, suggest
 from routing.errors import InvalidInput
 from routing.fleet import DEFAULT_TIMEZONE, DISPATCHABLE, TRANSITIONS, Team, TeamState, TeamStatus, TeamType
 from routing.policy import Policy
@@ -439,6 +442,53 @@ class _Trip:
                 float(lon[a]) + (float(lon[b]) - float(lon[a])) * f)
 
 
+class _TreeCache:
+    """Full shortest-path trees toward a node (a base, a hospital), shared by every run in the process.
+
+    A tree is a pure function of the profile's travel times and its root, so sharing it cannot change a
+    figure; a sweep worker's later replications skip the searches. Bounded in bytes (``max_mb``), least
+    recently used first out; a profile's trees go when its travel-time matrix is garbage-collected.
+    """
+
+    def __init__(self, max_mb: float = 128.0) -> None:
+        self.max_bytes = int(max_mb * 2**20)
+        self.used = 0
+        self.trees: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.reverse: dict[int, csr_matrix] = {}
+        self.lock = threading.Lock()
+
+    def toward(self, net: RoadNetwork, node: int) -> tuple[np.ndarray, np.ndarray]:
+        """(seconds from every node to ``node``, next node toward it) on ``net``'s travel times."""
+        key = (id(net.csr), int(node))
+        with self.lock:
+            hit = self.trees.get(key)
+            if hit is not None:
+                self.trees.move_to_end(key)
+                return hit
+            reverse = self.reverse.get(key[0])
+            if reverse is None:
+                reverse = self.reverse[key[0]] = net.csr.T.tocsr()
+                weakref.finalize(net.csr, self._forget, key[0])
+        times, pred = dijkstra(reverse, directed=True, indices=int(node), return_predecessors=True)
+        with self.lock:
+            self.trees[key] = (times, pred)
+            self.used += times.nbytes + pred.nbytes
+            while self.used > self.max_bytes and len(self.trees) > 1:
+                _, (t_old, p_old) = self.trees.popitem(last=False)
+                self.used -= t_old.nbytes + p_old.nbytes
+        return times, pred
+
+    def _forget(self, csr_id: int) -> None:
+        with self.lock:
+            self.reverse.pop(csr_id, None)
+            for key in [k for k in self.trees if k[0] == csr_id]:
+                t_old, p_old = self.trees.pop(key)
+                self.used -= t_old.nbytes + p_old.nbytes
+
+
+_TREES = _TreeCache()
+
+
 class _Simulator:
     def __init__(self, policy: Policy, calls: Sequence[Call], *, network: RoadNetwork, places: Places | None,
                  start: datetime, end: datetime, seed: int, max_wait_s: float | None,
@@ -475,13 +525,10 @@ class _Simulator:
         self.hosp_snap = [network.snap(lat, lon, field=f"hospital {name}") for name, lat, lon in self.hospitals]
         self.hosp_nodes = np.array([s.node for s in self.hosp_snap], dtype=np.int64)
         self.hosp_leg = np.array([s.time_s for s in self.hosp_snap])
-        if n:
-            snaps = network.snap_many(np.array([c.lat for c in self.calls]), np.array([c.lon for c in self.calls]),
-                                      strict=False)
-            self.call_node = snaps.nodes.tolist()
-            self.call_leg = np.nan_to_num(snaps.time_s, nan=0.0).tolist()
-        else:
-            self.call_node, self.call_leg = [], []
+        # Every call is known in advance: snap and locate them all at once, not one per suggestion.
+        self.placed = place_calls(self.calls, places, network)
+        self.call_node = [-1 if pc is None else pc.snap.node for pc in self.placed]
+        self.call_leg = [0.0 if pc is None else pc.snap.time_s for pc in self.placed]
         self.heap: list[tuple[float, int, int, int, int, int]] = []
         self.seq = 0
         self.queue: list[int] = []
@@ -496,7 +543,6 @@ class _Simulator:
         self.outcomes = [CallOutcome(c.call_id, c.klass, c.mental_health, c.neighborhood,
                                      (c.received - start).total_seconds(), served=False) for c in self.calls]
         self._nets: dict[tuple[str, int | None], RoadNetwork] = {}
-        self._reverse: dict[int, csr_matrix] = {}
         self._to_base: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._to_hosp: dict[int, np.ndarray] = {}
         self._types_of_call: dict[int, frozenset[TeamType]] = {}
@@ -508,6 +554,7 @@ class _Simulator:
         self.moves = 0
         self._last_moveup = -math.inf
         self.coverage = None
+        self._warm_caches(end)
         wants = (self.opts.get("moveup") or self.opts.get("return_to") == "coverage"
                  or any(r.choice == "coverage" for r in self.rules.rules))
         if wants:
@@ -516,6 +563,23 @@ class _Simulator:
             from routing.moveup import default_posts
 
             self.posts = default_posts(self.states, places)
+
+    def _warm_caches(self, end: datetime) -> None:
+        """Start from ETA caches holding exactly the rows of the teams' bases in every profile the run
+        drives in (:func:`routing.eta.reset_caches`): the figures then depend on the inputs alone, not
+        on what ran before in the process, and a sweep worker's later replications reuse the rows."""
+        from routing import eta
+
+        hours: list[int | None] = [None]
+        if self.time_of_day:
+            span_h = min(25, math.ceil((end - self.start).total_seconds() / 3600) + 1)
+            hours = sorted({(self.start + timedelta(hours=k)).astimezone(TZ).hour for k in range(span_h)})  # type: ignore[assignment]
+        engine = eta.eta_engine(self.network)
+        snaps = engine.snap_teams(self.network, [(t.base_lat, t.base_lon) for t in self.teams])
+        nodes = sorted({int(x) for snap in snaps if not isinstance(snap, InvalidInput)
+                        for x in self.network.snap_exits(snap)[0]})
+        eta.reset_caches([(self.network.with_profile(mode, hour), nodes)
+                          for mode in ("emergent", "non_emergent") for hour in hours])
 
     # --- clock and networks
     def now_dt(self, t: float) -> datetime:
@@ -566,20 +630,11 @@ class _Simulator:
             ts.position_time = when
 
     # --- routing helpers
-    def reverse_csr(self, net: RoadNetwork) -> csr_matrix:
-        key = id(net.csr)
-        hit = self._reverse.get(key)
-        if hit is None:
-            hit = self._reverse[key] = net.csr.T.tocsr()
-        return hit
-
     def to_base(self, net: RoadNetwork, base_node: int) -> tuple[np.ndarray, np.ndarray]:
         key = (id(net.csr), base_node)
         hit = self._to_base.get(key)
         if hit is None:
-            times, pred = dijkstra(self.reverse_csr(net), directed=True, indices=base_node,
-                                   return_predecessors=True)
-            hit = self._to_base[key] = (times, pred)
+            hit = self._to_base[key] = _TREES.toward(net, base_node)
         return hit
 
     def start_return(self, j: int, t: float, origin: tuple[float, float], node: int, leg_s: float) -> None:
@@ -621,7 +676,8 @@ class _Simulator:
         teams = self.candidates([i])
         self.refresh_positions(teams, t, when)
         res = suggest(call, teams, network=self.net(self.mode_of(call), when), rules=self.rules,
-                      places=self.places, now=when, top=1, coverage=self.coverage)
+                      places=self.places, now=when, top=1, coverage=self.coverage, placed=self.placed[i],
+                      distances=False)
         if res.best is not None and res.tier_index is not None:  # a best team comes with its tier
             self.dispatch_to(i, self.team_index[res.best.team_id], res.best.eta_s, int(res.tier_index), t)
             self.maybe_moveup(t)
@@ -679,8 +735,9 @@ class _Simulator:
                 call = self.calls[i]
                 teams = self.candidates([i])
                 self.refresh_positions(teams, t, when)
-                res = suggest(call, teams, network=self.net(self.mode_of(call), when),
-                              rules=self.rules, places=self.places, now=when, top=1, coverage=self.coverage)
+                res = suggest(call, teams, network=self.net(self.mode_of(call), when), rules=self.rules,
+                              places=self.places, now=when, top=1, coverage=self.coverage, placed=self.placed[i],
+                              distances=False)
                 if res.best is not None and res.tier_index is not None:  # a best team comes with its tier
                     self._unqueue(i)
                     self.dispatch_to(i, self.team_index[res.best.team_id], res.best.eta_s, int(res.tier_index), t)
@@ -728,7 +785,7 @@ class _Simulator:
             net = self.net("non_emergent", self.now_dt(t))
             rows = self._to_hosp.get(id(net.csr))
             if rows is None:
-                rows = self._to_hosp[id(net.csr)] = np.atleast_2d(net.travel_times_to(self.hosp_nodes))
+                rows = self._to_hosp[id(net.csr)] = np.vstack([_TREES.toward(net, h)[0] for h in self.hosp_nodes])
             drive = leg + rows[:, node] + self.hosp_leg
             h = int(np.argmin(drive))
             o.transported_to = self.hospitals[h][0]
