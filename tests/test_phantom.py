@@ -294,3 +294,33 @@ def test_swapped_coordinates_are_named(boston) -> None:
     with pytest.raises(OutsideServiceArea) as exc:
         boston.snap(40.7128, -74.0060)  # New York: outside, and not a swap
     assert "swapped" not in str(exc.value)
+
+
+def test_placing_calls_in_advance_is_placing_them_one_by_one(boston, places) -> None:
+    # The simulation places all its calls at once (place_calls, RoadNetwork.snaps); each answer must be
+    # the one the per-call path (snap, then place_call) gives: the field cases just outside the city,
+    # callers' districts that disagree, and random points, some off the network or outside the area.
+    from routing.dispatch import place_call, place_calls
+
+    rng = np.random.default_rng(12)
+    calls = [Call.from_dict(row) for row in _rows("c6_outside_city_calls.csv")]
+    when = datetime(2026, 6, 1, 18, 0, tzinfo=UTC).isoformat()
+    for k, (lat, lon) in enumerate(zip(rng.uniform(42.20, 42.42, 400), rng.uniform(-71.20, -70.97, 400),
+                                       strict=True)):
+        district = ["A1", "B2", None][k % 3]
+        calls.append(Call.from_dict({"call_id": f"p{k}", "lat": float(lat), "lon": float(lon),
+                                     "received": when, **({"district": district} if district else {})}))
+    placed = place_calls(calls, places, boston)
+    bulk_snaps = boston.snaps([c.lat for c in calls], [c.lon for c in calls])
+    refused = 0
+    for call, got, snap_k in zip(calls, placed, bulk_snaps, strict=True):
+        try:
+            snap = boston.snap(call.lat, call.lon)
+        except OutsideServiceArea:
+            assert got is None and snap_k is None
+            refused += 1
+            continue
+        assert snap_k == snap
+        assert got is not None and got.snap == snap
+        assert (got.call, got.location) == place_call(call, places, boston, snap)
+    assert 50 < refused < len(calls) - 100  # both kinds were tried

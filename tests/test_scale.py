@@ -219,3 +219,28 @@ def test_bounded_isochrone_is_the_full_one(where, request) -> None:
 def test_team_types_cover_the_fleet() -> None:
     # The random fleets above draw from every non-dedicated type of the default fleet.
     assert {t.team_type for t in load_fleet() if not t.dedicated} >= {TeamType.police}
+
+
+def test_reset_caches_leaves_exactly_the_warm_rows(boston, rules) -> None:
+    # reset_caches is what makes a simulation's figures independent of the process's history: after it
+    # the forward rows are exactly the asked ones (in order), nothing else, and their times are those of
+    # a fresh search; asked again, it searches nothing.
+    rng = np.random.default_rng(21)
+    teams = _teams(boston, rng, 20)
+    clear_caches()
+    for k in range(5):  # leave rows, reverse rows and movement records behind
+        (lat, lon), = _points(boston, rng, 1)
+        suggest(_call(lat, lon, k, rng), teams, network=boston, rules=rules, now=NOW, top=2)
+    warm_up(teams[:10], network=boston)
+    evening = boston.with_profile("non_emergent", 18)
+    keep = [int(u) for u in rng.choice(boston.n_nodes, 12, replace=False)]
+    searched = eta.reset_caches([(boston, keep[:8]), (evening, keep[4:])])
+    assert 0 < searched <= 16
+    engine, engine_pm = eta_engine(boston), eta_engine(evening)
+    assert list(engine.rows) == keep[:8] and list(engine_pm.rows) == keep[4:]
+    assert not engine.reverse_rows and not engine.seen and not engine_pm.reverse_rows
+    for net, e in ((boston, engine), (evening, engine_pm)):
+        for u, row in e.rows.items():
+            np.testing.assert_array_equal(row.times, net.travel_times_from(u))
+    assert cache_usage()["rows"]["entries"] == 16
+    assert eta.reset_caches([(boston, keep[:8]), (evening, keep[4:])]) == 0

@@ -280,6 +280,55 @@ def test_same_seed_same_results_and_run_holds_the_wall_clock(model, boston, plac
     assert mh["preferred_share"] + mh["fell_back_share"] == pytest.approx(mh["served"] / mh["calls"], abs=1e-3)
 
 
+def test_figures_do_not_depend_on_what_ran_before_in_the_process(model, boston, places) -> None:
+    # A run starts from ETA caches holding exactly its teams' base rows (routing.eta.reset_caches): a
+    # cached forward row and a fresh reverse search may differ in the last bit, so without it a sweep
+    # worker's answer could depend on the replications it ran before. Cold caches, caches disturbed by
+    # another policy's run and by suggestions for other teams and calls, and a tiny cache budget must
+    # all give the same figures, to the bit.
+    from routing import eta
+    from routing.dispatch import suggest
+    from routing.fleet import TeamState
+
+    policy = load_policy("default", places=places)
+    start = default_start()
+    calls = generate_calls(model, start=start, days=2, seed=11)
+
+    def figures() -> str:
+        d = simulate(policy, calls, network=boston, places=places, start=start, days=2, seed=11).to_dict()
+        d.pop("run")
+        return json.dumps(d, sort_keys=True)
+
+    def fills() -> int:
+        return sum(e.stats["forward_fills"] for e in eta._ENGINES.values())
+
+    eta.clear_caches()
+    cold = figures()
+    cold_fills = fills()
+    other = load_policy("emt_citywide_plus", places=places)
+    simulate(other, generate_calls(model, start=start, days=1, seed=3), network=boston, places=places,
+             start=start, days=1, seed=3)
+    rng = np.random.default_rng(4)
+    fleet = [TeamState.at_base(t, start).moved(float(lat), float(lon), start)
+             for t, lat, lon in zip(policy.teams, rng.uniform(42.30, 42.36, len(policy.teams)),
+                                    rng.uniform(-71.10, -71.05, len(policy.teams)), strict=True)]
+    for hour in (3, 8, 17):
+        net = boston.with_profile("non_emergent", hour)
+        for c in calls[:20]:
+            suggest(c, fleet, network=net, rules=policy.rules, places=places, now=c.received, top=2)
+    assert figures() == cold
+    try:
+        eta.set_cache_mb(2)  # room for a handful of rows: evictions in mid-run
+        assert figures() != "" and figures() == figures()
+    finally:
+        eta.set_cache_mb(512)
+    # The rows a run leaves are the next one's start: a second run searches far fewer forward rows.
+    assert figures() == cold
+    before = fills()
+    assert figures() == cold
+    assert fills() - before < cold_fills / 2
+
+
 def test_compare_meets_the_same_calls(model, boston, places) -> None:
     start = default_start()
     calls = generate_calls(model, start=start, days=1, seed=2)
