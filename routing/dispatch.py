@@ -582,23 +582,26 @@ def _etas(ok: list[tuple[TeamState, Snap]], call_snap: Snap, type_tier: dict[Tea
     y_nodes, y_time, y_dist = network.snap_entries(call_snap)
     sources: list[int] = []
     keys: list[str] = []
+    offsets: list[float] = []
     exits = []
     for ts, snap in ok:
         x_nodes, x_time, x_dist = engine.exits(network, snap)
         exits.append((len(sources), x_time, x_dist))
         sources.extend(int(x) for x in x_nodes)
         keys.extend(f"{ts.team_id}\x00{i}" for i in range(len(x_nodes)))
+        offsets.extend(float(d) + snap.distance_m for d in x_dist)
     same = [network.same_segment(snap, call_snap) for _, snap in ok]
     bound = _RankBound(ok, exits, same, y_time, call_snap.time_s, type_tier, top) if ranking and ok else None
     if bound is None:
-        times, legs = engine.lazy_legs(network, sources, y_nodes.tolist(), keys)
+        times, legs = engine.lazy_legs(network, sources, y_nodes.tolist(), keys, offsets=offsets)
     else:
         entries = y_nodes.tolist()
 
         def start() -> float:  # only when a bounded search is needed (most calls read cached rows)
             return bound.start_s(engine.straight_line_s(sources, entries))
 
-        times, legs = engine.lazy_legs(network, sources, entries, keys, enough=bound, start_s=start)
+        times, legs = engine.lazy_legs(network, sources, entries, keys, enough=bound, start_s=start,
+                                       offsets=offsets)
     eligible = []
     inexact: set[int] = set()
     chosen: list[tuple[int, int] | None] = []  # per ok-team: (source, target) used, None = same segment

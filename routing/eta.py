@@ -85,6 +85,7 @@ _FULL_AFTER = 0.25  # a bounded round that settles this share of the network is 
 _FILL_PER_CALL = 4  # fill up to this many rows when that avoids the reverse search
 _WARM_PER_CALL = 2  # ...else at most this many per call, to warm the cache without stalling a call
 _STABLE_AFTER = 1  # a team found at the same node this many times in a row has "not moved"
+_STILL_M = 25.0  # ...and within this many metres of where it was (GPS jitter, not a drive along the street)
 _CHAIN_MAX = 8  # distances wanted from one row at once up to which each path is walked, not the tree
 _WALKS_BEFORE_TREE = 16  # a row asked this many path distances gets its whole tree's distances
 
@@ -119,7 +120,8 @@ class _EtaEngine:
         self.rows: OrderedDict[int, _Row] = OrderedDict()
         self.reverse_rows: OrderedDict[int, _Row] = OrderedDict()
         self.snaps: OrderedDict[tuple[float, float], Snap | InvalidInput] = OrderedDict()
-        self.seen: dict[Hashable, tuple[int, int]] = {}  # team key -> (node at last query, unchanged streak)
+        # team key -> (node at last query, unchanged streak, metres from the team to that node)
+        self.seen: dict[Hashable, tuple[int, int, float]] = {}
         self.exit_legs: dict[tuple[int, float, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.stats = {"lookups": 0, "forward_fills": 0, "reverse_searches": 0, "bounded_searches": 0,
                       "full_searches": 0}
@@ -198,6 +200,13 @@ class _EtaEngine:
             with self.lock:
                 self._touch("exit_legs", key)
         return hit
+
+    def place_teams(self, points: Sequence[tuple[float, float]], snaps: Sequence[Snap]) -> None:
+        """Record where team positions attach, when the caller knows (a simulation moving a team along its
+        route, :meth:`routing.network.RoadNetwork.snap_on_edge`): :meth:`snap_teams` then reads them."""
+        with self.lock:
+            for point, snap in zip(points, snaps, strict=True):
+                self._remember("snaps", point, snap, _SNAP_BYTES)
 
     # --- search rows
     def _tree_distance(self, pred: np.ndarray, *, toward_root_is_forward: bool) -> np.ndarray:
@@ -336,14 +345,16 @@ class _EtaEngine:
     def lazy_legs(self, network: RoadNetwork, sources: Sequence[int], targets: Sequence[int],
                   keys: Sequence[str] | None = None, *,
                   enough: Callable[[np.ndarray, np.ndarray], bool] | None = None,
-                  start_s: float | Callable[[], float] = 60.0
+                  start_s: float | Callable[[], float] = 60.0, offsets: Sequence[float] | None = None
                   ) -> tuple[np.ndarray, Callable[[Iterable[tuple[int, int]]], np.ndarray]]:
         """Network travel time (s) from each source node to each target node, and road distances on demand.
 
         The targets are the (at most two) nodes from which a call's phantom node is reached; the sources
         the nodes where teams join the network. ``keys`` (parallel to ``sources``) let the engine notice
         teams that have not moved since their last query: only their nodes are worth a cached forward
-        row. A team that moves on every call would only waste the search.
+        row. A team that moves on every call would only waste the search. ``offsets`` (metres from each
+        team's position to its source node, parallel to ``sources``) tell a team still at the same place
+        from one driving along a street towards the same node: it "has not moved" only within 25 m.
 
         With ``enough`` (on a strongly connected network), the reverse searches are bounded (see the
         module docstring): first at ``start_s`` seconds (or what it returns, when a bounded search turns out
@@ -373,11 +384,12 @@ class _EtaEngine:
                 if u in self.rows:
                     self.rows.move_to_end(u)
             stable: set[int] = set()
-            for key, u in zip(keys if keys is not None else sources, sources, strict=True):
+            place = offsets if offsets is not None else [0.0] * len(sources)
+            for key, u, at in zip(keys if keys is not None else sources, sources, place, strict=True):
                 u = int(u)
-                last, streak = self.seen.get(key, (-1, 0))
-                streak = streak + 1 if last == u else 0
-                self._remember("seen", key, (u, streak), _SEEN_BYTES)
+                last, streak, last_at = self.seen.get(key, (-1, 0, 0.0))
+                streak = streak + 1 if last == u and abs(at - last_at) <= _STILL_M else 0
+                self._remember("seen", key, (u, streak, float(at)), _SEEN_BYTES)
                 if streak >= _STABLE_AFTER:
                     stable.add(u)
             rev_hit = all(t in self.reverse_rows for t in targets)

@@ -268,6 +268,8 @@ class _Segments:
     tree_all: shapely.STRtree
     tree_street: shapely.STRtree | None
     street_ids: np.ndarray  # segment index of each entry of tree_street
+    keys: np.ndarray | None = None  # a * n + b per segment, for index_of (built on first use)
+    n: int = 0
 
     @classmethod
     def build(cls, topo: _Topology) -> _Segments:
@@ -301,6 +303,17 @@ class _Segments:
                    tree_all=shapely.STRtree(lines),
                    tree_street=shapely.STRtree(lines[street_ids]) if len(street_ids) else None,
                    street_ids=street_ids)
+
+    def index_of(self, a: int, b: int) -> int:
+        """Index of the segment joining nodes ``a < b``, or -1."""
+        if self.keys is None:
+            self.n = int(max(self.a.max(initial=0), self.b.max(initial=0))) + 1
+            self.keys = self.a.astype(np.int64) * self.n + self.b.astype(np.int64)  # sorted, as np.unique made them
+        if a >= self.n or b >= self.n:
+            return -1
+        key = a * self.n + b
+        k = int(np.searchsorted(self.keys, key))
+        return k if k < len(self.keys) and int(self.keys[k]) == key else -1
 
     def nearest(self, x: np.ndarray, y: np.ndarray, max_m: float, street: bool
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -678,6 +691,30 @@ class RoadNetwork:
                           str(seg.road_class[s]), bool(got.street_fallback[k]),  # type: ignore[index]
                           inside[m], float(road_lat[m]), float(road_lon[m]))
         return out
+
+    def snap_on_edge(self, a: int, b: int, fraction: float) -> Snap:
+        """The :class:`Snap` of a vehicle known to be on the road from node ``a`` to node ``b``.
+
+        ``fraction`` (0 at ``a``, 1 at ``b``) is how far along it is. What snapping its position would
+        give, without the search: a simulation moving a team along its route knows where it is.
+
+        Raises
+        ------
+        InvalidInput
+            When no road segment joins ``a`` and ``b``.
+        """
+        seg = self._t.segments()
+        lo, hi = (a, b) if a < b else (b, a)
+        s = seg.index_of(int(lo), int(hi))
+        if s < 0:
+            raise InvalidInput(f"no road segment joins nodes {a} and {b}", field="edge")
+        f = min(max(float(fraction), 0.0), 1.0)
+        f = f if a == lo else 1.0 - f  # along the segment's own direction, a[s] -> b[s]
+        px = float(self.x[lo] + (self.x[hi] - self.x[lo]) * f)
+        py = float(self.y[lo] + (self.y[hi] - self.y[lo]) * f)
+        road_lon, road_lat = _TO_WGS84.transform(px, py)
+        return Snap(int(lo if f <= 0.5 else hi), 0.0, 0.0, s, f, str(seg.road_class[s]), False, None,
+                    float(road_lat), float(road_lon))
 
     # ----------------------------------------------------------------- phantom nodes
     def snap_exits(self, snap: Snap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

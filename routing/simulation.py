@@ -63,6 +63,7 @@ from routing.arrivals import (
 )
 from routing.dispatch import assign, place_calls, suggest
 from routing.errors import InvalidInput
+from routing.eta import eta_engine
 from routing.fleet import DEFAULT_TIMEZONE, DISPATCHABLE, TRANSITIONS, Team, TeamState, TeamStatus, TeamType
 from routing.policy import Policy
 from routing.triage import Call
@@ -408,11 +409,14 @@ class _Trip:
     end_s: float
     path: list[int] | None = None
     offsets: list[float] | None = None
+    #: After :meth:`position`: ``(a, b, fraction)`` when the team is on the road from node a to node b.
+    edge: tuple[int, int, float] | None = None
 
     def position(self, t: float, lat: np.ndarray, lon: np.ndarray, base: tuple[float, float]
                  ) -> tuple[float, float]:
         """(lat, lon) at time ``t``: on the first leg, along the path, or on the last leg."""
         e = t - self.t0
+        self.edge = None
         if e >= self.end_s - self.t0:
             return base
         node_lat, node_lon = float(lat[self.node]), float(lon[self.node])
@@ -438,6 +442,7 @@ class _Trip:
         a, b = path[k], path[k + 1]
         span = offsets[k + 1] - offsets[k]  # type: ignore[index]
         f = (e - offsets[k]) / span if span > 0 else 0.0  # type: ignore[index]
+        self.edge = (a, b, f)
         return (float(lat[a]) + (float(lat[b]) - float(lat[a])) * f,
                 float(lon[a]) + (float(lon[b]) - float(lon[a])) * f)
 
@@ -620,14 +625,25 @@ class _Simulator:
             self.status_acc[j, _STATUS_INDEX[self.states[j].status]] += hi - lo
         self.since[j] = t
 
-    def refresh_positions(self, states: Sequence[TeamState], t: float, when: datetime) -> None:
-        """Place returning teams along their route; every team shown to dispatch reports 'now'."""
+    def refresh_positions(self, states: Sequence[TeamState], t: float, when: datetime, net: RoadNetwork) -> None:
+        """Place returning teams along their route; every team shown to dispatch reports 'now'.
+
+        A team between two nodes of its route is on that road: its snap is told to the ETA engine of
+        ``net`` (the profile of the coming decision) rather than searched for.
+        """
         lat, lon = self.network.lat, self.network.lon
+        points, snaps = [], []
         for ts in states:
             if ts.status is S.returning:
                 trip = self.trip[self.team_index[ts.team_id]]
                 ts.lat, ts.lon = trip.position(t, lat, lon, (ts.team.base_lat, ts.team.base_lon))  # type: ignore[union-attr]
+                on = trip.edge  # type: ignore[union-attr]
+                if on is not None:
+                    points.append((ts.lat, ts.lon))
+                    snaps.append(self.network.snap_on_edge(*on))
             ts.position_time = when
+        if points:
+            eta_engine(net).place_teams(points, snaps)
 
     # --- routing helpers
     def to_base(self, net: RoadNetwork, base_node: int) -> tuple[np.ndarray, np.ndarray]:
@@ -674,7 +690,7 @@ class _Simulator:
             return
         when = self.now_dt(t)
         teams = self.candidates([i])
-        self.refresh_positions(teams, t, when)
+        self.refresh_positions(teams, t, when, self.net(self.mode_of(call), when))
         res = suggest(call, teams, network=self.net(self.mode_of(call), when), rules=self.rules,
                       places=self.places, now=when, top=1, coverage=self.coverage, placed=self.placed[i],
                       distances=False)
@@ -734,7 +750,7 @@ class _Simulator:
                 i = cand[0]
                 call = self.calls[i]
                 teams = self.candidates([i])
-                self.refresh_positions(teams, t, when)
+                self.refresh_positions(teams, t, when, self.net(self.mode_of(call), when))
                 res = suggest(call, teams, network=self.net(self.mode_of(call), when), rules=self.rules,
                               places=self.places, now=when, top=1, coverage=self.coverage, placed=self.placed[i],
                               distances=False)
@@ -749,7 +765,7 @@ class _Simulator:
                     if not group:
                         continue
                     teams = self.candidates(group)
-                    self.refresh_positions(teams, t, when)
+                    self.refresh_positions(teams, t, when, self.net(mode, when))
                     joint = assign([self.calls[i] for i in group], teams, network=self.net(mode, when),
                                    rules=self.rules, places=self.places, now=when, coverage=self.coverage)
                     by_id = {self.calls[i].call_id: i for i in group}

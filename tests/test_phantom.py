@@ -324,3 +324,32 @@ def test_placing_calls_in_advance_is_placing_them_one_by_one(boston, places) -> 
         assert got is not None and got.snap == snap
         assert (got.call, got.location) == place_call(call, places, boston, snap)
     assert 50 < refused < len(calls) - 100  # both kinds were tried
+
+
+def test_a_vehicle_known_on_an_edge_snaps_where_snapping_its_position_would(boston) -> None:
+    # The simulation tells the engine where a returning team is (snap_on_edge) instead of snapping the
+    # point it interpolated along its route: same segment, same fraction, same exits, for edges driven
+    # either way along their segment.
+    from routing.errors import InvalidInput
+
+    rng = np.random.default_rng(5)
+    src = np.repeat(np.arange(boston.n_nodes), np.diff(boston.csr.indptr))
+    dst = boston.csr.indices
+    checked = 0
+    for e in rng.choice(len(dst), 200, replace=False):
+        a, b = int(src[e]), int(dst[e])
+        f = float(rng.uniform(0.1, 0.9))
+        lat = float(boston.lat[a] + (boston.lat[b] - boston.lat[a]) * f)
+        lon = float(boston.lon[a] + (boston.lon[b] - boston.lon[a]) * f)
+        known = boston.snap_on_edge(a, b, f)
+        found = boston.snap(lat, lon, on="any")
+        if found.segment != known.segment:  # another road crosses this one right there
+            continue
+        checked += 1
+        assert known.fraction == pytest.approx(found.fraction, abs=1e-4)  # lat/lon vs metric interpolation
+        assert known.node == found.node and known.distance_m == 0.0
+        for mine, theirs in zip(boston.snap_exits(known), boston.snap_exits(found), strict=True):
+            np.testing.assert_allclose(mine, theirs, atol=1e-3)
+    assert checked > 180
+    with pytest.raises(InvalidInput, match="no road segment"):
+        boston.snap_on_edge(0, boston.n_nodes - 1, 0.5)

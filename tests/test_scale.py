@@ -244,3 +244,27 @@ def test_reset_caches_leaves_exactly_the_warm_rows(boston, rules) -> None:
             np.testing.assert_array_equal(row.times, net.travel_times_from(u))
     assert cache_usage()["rows"]["entries"] == 16
     assert eta.reset_caches([(boston, keep[:8]), (evening, keep[4:])]) == 0
+
+
+def test_a_team_driving_towards_the_same_node_gets_no_row_a_still_one_does(boston, rules) -> None:
+    # Forward rows are for teams that stay put (GPS jitter within 25 m); a team driving along a long
+    # street keeps the same exit node between calls but would only waste a full search.
+    seg = boston._t.segments()
+    length = np.hypot(boston.x[seg.a] - boston.x[seg.b], boston.y[seg.a] - boston.y[seg.b])
+    s = int(np.flatnonzero((length > 300) & (seg.fwd >= 0) & (seg.bwd < 0))[0])  # a long one-way street
+    a, b = int(seg.a[s]), int(seg.b[s])
+    team = replace(load_fleet()[0], team_id="V", service_area=(), shift=None, dedicated=False)
+    rng = np.random.default_rng(2)
+    calls = [_call(lat, lon, k, rng) for k, (lat, lon) in enumerate(_points(boston, rng, 3))]
+
+    def at(f: float) -> TeamState:
+        plat = float(boston.lat[a] + (boston.lat[b] - boston.lat[a]) * f)
+        plon = float(boston.lon[a] + (boston.lon[b] - boston.lon[a]) * f)
+        return TeamState.at_base(team, NOW).moved(plat, plon, NOW)
+
+    for path, filled in (([0.1, 0.4, 0.7], False), ([0.5, 0.5 + 5 / 300, 0.5 - 5 / 300], True)):
+        clear_caches()
+        engine = eta_engine(boston)
+        for f, call in zip(path, calls, strict=True):  # new calls: a cached reverse row would answer instead
+            suggest(call, [at(f)], network=boston, rules=rules, now=NOW, top=1)
+        assert (b in engine.rows) is filled, path
