@@ -312,9 +312,11 @@ class _EtaEngine:
         return row
 
     def prime(self, network: RoadNetwork, sources: Sequence[int], targets: Sequence[int]) -> None:
-        """Prepare for many queries (sources x targets) with the fewest searches: either a forward row
-        per uncached source or a reverse row per uncached target, whichever is fewer (and fits the
-        cache's bytes)."""
+        """Prepare for many queries (sources x targets) with few searches: a forward row per uncached
+        source when there are at most half as many as uncached targets, else a reverse row per uncached
+        target (if it fits the cache's bytes). Reverse rows are favoured because the calls of a joint
+        assignment often wait for the next one, while the uncached sources are teams on the move,
+        whose rows would not serve again (a simulation at 4x the volume: 336 of 379 forward rows)."""
         with self.lock:
             missing_s = sorted({int(u) for u in sources} - set(self.rows))
             missing_t = sorted({int(t) for t in targets} - {t for t, r in self.reverse_rows.items()
@@ -323,7 +325,7 @@ class _EtaEngine:
         if not missing_s or not missing_t:
             return
         room = _budget_bytes("rows") // self.row_bytes()
-        if len(missing_s) <= len(missing_t) and len(missing_s) + held <= room:
+        if 2 * len(missing_s) <= len(missing_t) and len(missing_s) + held <= room:
             self._fill(network, missing_s)
         elif len(missing_t) <= _budget_bytes("reverse_rows") // self.row_bytes():
             times, pred = dijkstra(self.reverse, directed=True, indices=missing_t, return_predecessors=True)
