@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
 METRIC_CRS = "EPSG:26986"  # NAD83 / Massachusetts Mainland, metres
 ONLINE_PLACE = "Boston, Massachusetts, USA"
-_CACHE_VERSION = 5
+_CACHE_VERSION = 6
 _MIN_EDGE_S = 0.01  # csgraph drops explicit zero weights; a zero-length edge still has to exist
 
 _TO_METRIC = Transformer.from_crs("EPSG:4326", METRIC_CRS, always_xy=True)
@@ -205,14 +205,17 @@ class _Topology:
     indices: np.ndarray
     length_m: np.ndarray
     base_time_s: np.ndarray  # per edge, before mode and hour factors
-    highway: np.ndarray  # per edge, class name
+    # Per edge, its OSM class as a small code into highway_names (a 1.1M-node network has 2.5M edges:
+    # 5 MB of codes against 136 MB of class text, which also made loading slow).
+    highway_code: np.ndarray
+    highway_names: np.ndarray
     dropped_nodes: int
     source: str
     boundary: shapely.Geometry | None  # metric CRS
     speeds: SpeedModel
     area: shapely.Geometry | None = None  # boundary + tolerance, metric; derived when not given
     tunnel: np.ndarray | None = None  # per edge, True where the source tags a tunnel
-    kdtree: cKDTree = field(init=False)
+    _kdtree: cKDTree | None = field(default=None, init=False, repr=False)
     # Keyed by (mode factor, class hour factors): hours with equal factors share one matrix.
     profiles: dict[tuple[float, tuple[float, ...]], RoadNetwork] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -222,7 +225,6 @@ class _Topology:
     def __post_init__(self) -> None:
         if self.tunnel is None:
             self.tunnel = np.zeros(len(self.indices), dtype=bool)
-        self.kdtree = cKDTree(np.column_stack([self.x, self.y]))
         if self.area is None and self.boundary is not None:
             # Simplifying first (10 m, far below the tolerance) makes the buffer 100x faster.
             simple = self.boundary.simplify(10.0)
@@ -232,13 +234,25 @@ class _Topology:
         if self.boundary is not None:
             shapely.prepare(self.boundary)
 
+    @property
+    def kdtree(self) -> cKDTree:
+        """KD-tree of the node coordinates (metric), built on first use (0.5 s at a million nodes)."""
+        with self.lock:
+            if self._kdtree is None:
+                self._kdtree = cKDTree(np.column_stack([self.x, self.y]))
+            return self._kdtree
+
+    @property
+    def highway(self) -> np.ndarray:
+        """Per edge, its OSM class name (built from the codes on each call)."""
+        return self.highway_names[self.highway_code]
+
     def edge_classes(self) -> tuple[np.ndarray, np.ndarray]:
         """(unique known road classes, class index per edge), normalised by the speed model."""
         if self._classes is None:
-            names, inverse = np.unique(self.highway.astype(str), return_inverse=True)
-            known = np.array([self.speeds.road_class(h) for h in names], dtype=object)
+            known = np.array([self.speeds.road_class(h) for h in self.highway_names], dtype=object)
             classes, remap = np.unique(known.astype(str), return_inverse=True)
-            self._classes = (classes, remap[inverse])
+            self._classes = (classes, remap[self.highway_code])
         return self._classes
 
     def segments(self) -> _Segments:
@@ -1005,12 +1019,19 @@ def _build_topology(osm_ids: np.ndarray, lat: np.ndarray, lon: np.ndarray, src: 
     np.cumsum(np.bincount(src, minlength=m), out=indptr[1:])
     lat_k, lon_k = np.asarray(lat, float)[in_scc], np.asarray(lon, float)[in_scc]
     x, y = _TO_METRIC.transform(lon_k, lat_k)
+    names, codes = highway_codes(highway)
     return _Topology(
         osm_ids=np.asarray(osm_ids, dtype=np.int64)[in_scc], lat=lat_k, lon=lon_k,
         x=np.asarray(x), y=np.asarray(y), indptr=indptr, indices=dst.astype(np.int32),
-        length_m=length_m, base_time_s=base_time, highway=highway.astype(str),
+        length_m=length_m, base_time_s=base_time, highway_code=codes, highway_names=names,
         dropped_nodes=int(n - m), source=source, boundary=boundary, speeds=speeds, tunnel=tunnel,
     )
+
+
+def highway_codes(highway: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(``highway_names``, ``highway_code``: uint16 per edge) for :class:`_Topology`, from class names."""
+    names, code = np.unique(np.asarray(highway).astype(str), return_inverse=True)
+    return names, code.astype(np.uint16)
 
 
 def network_from_graph(graph: nx.MultiDiGraph | nx.DiGraph, *, speeds: SpeedModel | None = None, source: str = "graph",
@@ -1322,7 +1343,8 @@ def _file_key(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------- cache
-_ARRAYS = ("osm_ids", "lat", "lon", "x", "y", "indptr", "indices", "length_m", "base_time_s", "highway", "tunnel")
+_ARRAYS = ("osm_ids", "lat", "lon", "x", "y", "indptr", "indices", "length_m", "base_time_s", "highway_code",
+           "highway_names", "tunnel")
 
 
 def _save_cache(topo: _Topology, path: Path) -> None:
