@@ -601,7 +601,7 @@ def _etas(ok: list[tuple[TeamState, Snap]], call_snap: Snap, type_tier: dict[Tea
             return bound.start_s(engine.straight_line_s(sources, entries))
 
         times, legs = engine.lazy_legs(network, sources, entries, keys, enough=bound, start_s=start,
-                                       offsets=offsets)
+                                       offsets=offsets, target_legs=y_time, target_dists=y_dist)
     eligible = []
     inexact: set[int] = set()
     chosen: list[tuple[int, int] | None] = []  # per ok-team: (source, target) used, None = same segment

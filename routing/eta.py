@@ -54,6 +54,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
+from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components, dijkstra
 
 from routing.errors import InvalidInput
@@ -123,6 +124,8 @@ class _EtaEngine:
         # team key -> (node at last query, unchanged streak, metres from the team to that node)
         self.seen: dict[Hashable, tuple[int, int, float]] = {}
         self.exit_legs: dict[tuple[int, float, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._phantom: csr_matrix | None = None  # the reverse graph plus a phantom node (_reverse_call)
+        self._phantom_lock = threading.Lock()
         self.stats = {"lookups": 0, "forward_fills": 0, "reverse_searches": 0, "bounded_searches": 0,
                       "full_searches": 0}
 
@@ -311,6 +314,57 @@ class _EtaEngine:
             self._remember("reverse_rows", target, row, row.nbytes)
         return row
 
+    def _reverse_call(self, entries: Sequence[int], legs: Sequence[float] | np.ndarray, dists: Sequence[float],
+                      limit: float) -> _Row:
+        """One reverse search from a call's phantom node: ``times[u]`` = min over its entries j of
+        (seconds from u to entry j + ``legs[j]``), settled at least up to ``limit`` (cached or searched).
+
+        OSRM and Valhalla search from a phantom node in the same way: one search instead of one per entry
+        node (a call on a two-way street has two), and at a million nodes each search also costs ~2 ms of
+        array set-up. The phantom is node ``n`` of a copy of the reverse graph with two spare edges,
+        set to the call's entries under a lock for the search.
+        """
+        key = ("call", tuple(int(e) for e in entries), tuple(float(x) for x in legs))
+        with self.lock:
+            hit = self.reverse_rows.get(key)  # type: ignore[call-overload]
+            if hit is not None and hit.limit >= limit:
+                self.reverse_rows.move_to_end(key)  # type: ignore[arg-type]
+                self._touch("reverse_rows", key)
+                return hit
+        with self._phantom_lock:
+            if self._phantom is None:
+                r = self.reverse
+                self._phantom = csr_matrix(
+                    (np.append(r.data, [0.0, 0.0]), np.append(r.indices, [0, 0]).astype(r.indices.dtype),
+                     np.append(r.indptr, r.indptr[-1] + 2)), shape=(self.n + 1, self.n + 1))
+            graph = self._phantom
+            k = len(entries)
+            graph.indices[-2:] = [int(entries[0]), int(entries[min(1, k - 1)])]
+            graph.data[-2:] = [float(legs[0]), float(legs[min(1, k - 1)])]
+            times, pred = dijkstra(graph, directed=True, indices=self.n, return_predecessors=True, limit=limit)
+        row = _Row(times, pred, toward_root_is_forward=True, limit=limit)
+        row.entries = (tuple(int(e) for e in entries), tuple(float(d) for d in dists))
+        with self.lock:
+            self.stats["reverse_searches"] += 1
+            self.stats["full_searches" if math.isinf(limit) else "bounded_searches"] += 1
+            row.slot = (self.key, "reverse_rows", key)  # type: ignore[assignment]
+            self._remember("reverse_rows", key, row, row.nbytes)
+        return row
+
+    def _call_distance(self, row: _Row, u: int, j: int) -> float:
+        """Road metres from ``u`` along ``row``'s tree (rooted at a call's phantom node) to the entry it
+        uses, plus that entry's metres to the call, minus entry ``j``'s (the caller adds those back)."""
+        assert row.entries is not None
+        entries, dists = row.entries
+        v = int(u)
+        while True:  # the entry is the last node before the phantom root
+            p = int(row.pred[v])
+            if p < 0 or p == self.n:
+                break
+            v = p
+        used = entries.index(v) if v in entries else j
+        return self._chain_distance(row, int(u)) + dists[used] - dists[j]
+
     def prime(self, network: RoadNetwork, sources: Sequence[int], targets: Sequence[int]) -> None:
         """Prepare for many queries (sources x targets) with few searches: a forward row per uncached
         source when there are at most half as many as uncached targets, else a reverse row per uncached
@@ -347,7 +401,8 @@ class _EtaEngine:
     def lazy_legs(self, network: RoadNetwork, sources: Sequence[int], targets: Sequence[int],
                   keys: Sequence[str] | None = None, *,
                   enough: Callable[[np.ndarray, np.ndarray], bool] | None = None,
-                  start_s: float | Callable[[], float] = 60.0, offsets: Sequence[float] | None = None
+                  start_s: float | Callable[[], float] = 60.0, offsets: Sequence[float] | None = None,
+                  target_legs: Sequence[float] | None = None, target_dists: Sequence[float] | None = None
                   ) -> tuple[np.ndarray, Callable[[Iterable[tuple[int, int]]], np.ndarray]]:
         """Network travel time (s) from each source node to each target node, and road distances on demand.
 
@@ -357,6 +412,8 @@ class _EtaEngine:
         row. A team that moves on every call would only waste the search. ``offsets`` (metres from each
         team's position to its source node, parallel to ``sources``) tell a team still at the same place
         from one driving along a street towards the same node: it "has not moved" only within 25 m.
+        ``target_legs`` and ``target_dists`` (seconds and metres from each target to the call) let the
+        bounded searches start at the call itself, one search for all targets (:meth:`_reverse_call`).
 
         With ``enough`` (on a strongly connected network), the reverse searches are bounded (see the
         module docstring): first at ``start_s`` seconds (or what it returns, when a bounded search turns out
@@ -408,7 +465,8 @@ class _EtaEngine:
             cached = {u: self.rows.get(u) for u in unique}
         need_reverse = any(v is None for v in cached.values())
         if need_reverse and enough is not None and self.strongly_connected(network):
-            times, where = self._bounded(sources, targets, cached, enough, start_s)
+            call = None if target_legs is None or target_dists is None else (target_legs, target_dists)
+            times, where = self._bounded(sources, targets, cached, enough, start_s, call)
             return times, self._distance_fn(where)
         revs = [self._reverse(t) for t in targets] if need_reverse else []
         times = np.empty((len(sources), len(targets)))
@@ -429,7 +487,8 @@ class _EtaEngine:
         return times, self._distance_fn(where)
 
     def _bounded(self, sources: Sequence[int], targets: list[int], cached: dict[int, _Row | None],
-                 enough: Callable[[np.ndarray, np.ndarray], bool], start_s: float | Callable[[], float]
+                 enough: Callable[[np.ndarray, np.ndarray], bool], start_s: float | Callable[[], float],
+                 call: tuple[Sequence[float], Sequence[float]] | None = None
                  ) -> tuple[np.ndarray, list[list[tuple[_Row, int]]]]:
         """Times from bounded reverse searches, the limit doubling until ``enough`` (see lazy_legs)."""
         src = np.asarray(sources, dtype=np.int64)
@@ -452,10 +511,21 @@ class _EtaEngine:
         while True:
             if limit < ceiling and math.pi * (limit * self.typical_speed) ** 2 >= self.area_m2:
                 limit = ceiling  # the disc at a typical speed covers the map: no bound to gain below the ceiling
-            revs = [self._reverse(t, limit) for t in targets]
-            for j, row in enumerate(revs):
-                times[~have, j] = row.times[rest]
-                bounds[~have, j] = row.limit
+            if call is not None:
+                # One search from the call: per source the best total over entries, C(u). Column j gets
+                # C(u) - leg_j, so that every column plus its leg is C(u), the best; a source beyond the
+                # limit L has C(u) > L, so its bound in column j is L - leg_j (plus leg_j: L).
+                legs = np.asarray(call[0], dtype=float)
+                row = self._reverse_call(targets, legs, call[1], limit)
+                revs = [row] * len(targets)
+                for j in range(len(targets)):
+                    times[~have, j] = row.times[rest] - legs[j]
+                    bounds[~have, j] = row.limit - legs[j]
+            else:
+                revs = [self._reverse(t, limit) for t in targets]
+                for j, row in enumerate(revs):
+                    times[~have, j] = row.times[rest]
+                    bounds[~have, j] = row.limit
             # Always asked, the full search included: the caller reads its verdict on the final times.
             if enough(times, bounds) or math.isinf(limit):
                 break
@@ -477,7 +547,9 @@ class _EtaEngine:
             pending: dict[int, tuple[_Row, list[int]]] = {}
             for m, (k, j) in enumerate(pairs):
                 row, node = where[k][j]
-                if row.dist is not None:  # the common case once warm: a plain read
+                if row.entries is not None:  # a search from the call itself
+                    out[m] = self._call_distance(row, node, j)
+                elif row.dist is not None:  # the common case once warm: a plain read
                     out[m] = row.dist[node]
                 else:
                     pending.setdefault(id(row), (row, []))[1].append(m)
@@ -491,7 +563,7 @@ class _EtaEngine:
 class _Row:
     """One shortest-path tree: travel times between its root and every node, distances on demand."""
 
-    __slots__ = ("times", "pred", "toward_root_is_forward", "dist", "walks", "limit", "slot")
+    __slots__ = ("times", "pred", "toward_root_is_forward", "dist", "walks", "limit", "slot", "entries")
 
     def __init__(self, times: np.ndarray, pred: np.ndarray, *, toward_root_is_forward: bool,
                  limit: float = math.inf) -> None:
@@ -503,6 +575,9 @@ class _Row:
         self.toward_root_is_forward = toward_root_is_forward
         self.dist: np.ndarray | None = None  # every node's road distance, once worth computing
         self.walks = 0  # distances answered by walking a path so far
+        # A search rooted at a call's phantom node (node n, see _EtaEngine._reverse_call): its entry
+        # nodes and the metres from each to the call; None for a search rooted at a node.
+        self.entries: tuple[tuple[int, ...], tuple[float, ...]] | None = None
 
     @property
     def nbytes(self) -> int:
