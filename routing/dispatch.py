@@ -1136,7 +1136,8 @@ def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: RoadNe
            places: Places | None = None, now: datetime | None = None, tier_penalty_s: float | None = None,
            unserved_penalty_s: float | None = None, stale_after_s: float | None = None,
            time_limit_s: float = 10.0, num_workers: int = 1, random_seed: int = 0,
-           coverage: CoverageModel | None = None) -> AssignmentResult:
+           coverage: CoverageModel | None = None, placed: Sequence[PlacedCall | None] | None = None
+           ) -> AssignmentResult:
     """Jointly assign waiting calls to teams (OR-Tools CP-SAT; see :func:`solve_assignment`).
 
     Minimises ``sum w_i * (eta_i + tier_penalty_s * tier_index_i)`` over served calls plus
@@ -1161,6 +1162,9 @@ def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: RoadNe
         the slack of the closest are costed in :func:`suggest`'s coverage order (the closest ETA plus a
         millisecond per place), so a single call gets the team :func:`suggest` puts first; reported
         ETAs stay the real ones.
+    placed
+        Parallel to ``calls``: each call's :class:`PlacedCall` when the caller placed it in advance
+        (:func:`place_calls`), else ``None``; the answer is the same.
 
     Returns
     -------
@@ -1184,13 +1188,23 @@ def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: RoadNe
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise InvalidInput(f"{name} must be a non-negative number, got {v!r}", field=name)
     stale_after = rules.stale_after_s if stale_after_s is None else float(stale_after_s)
-    located = [locate_call(c, places, network) for c in calls]
+    if placed is not None and len(placed) != len(calls):
+        raise InvalidInput(f"placed has {len(placed)} entries for {len(calls)} calls", field="placed")
+    located: list[Call] = []
+    call_snaps: list[Snap] = []
+    for k, c in enumerate(calls):
+        pc = placed[k] if placed is not None else None
+        if pc is None:
+            located.append(locate_call(c, places, network))
+            call_snaps.append(network.snap(c.lat, c.lon, field=f"location of {c.call_id}"))
+        else:
+            located.append(pc.call)
+            call_snaps.append(pc.snap)
     engine = eta_engine(network)
     ready = [(ts.lat, ts.lon) for ts in teams if ts.status in DISPATCHABLE]
     team_nodes = [int(x) for snap in engine.snap_teams(network, ready) if not isinstance(snap, InvalidInput)
                   for x in network.snap_exits(snap)[0]]
-    call_nodes = [int(y) for c in located
-                  for y in network.snap_entries(network.snap(c.lat, c.lon, field=f"location of {c.call_id}"))[0]]
+    call_nodes = [int(y) for snap in call_snaps for y in network.snap_entries(snap)[0]]
     engine.prime(network, team_nodes, call_nodes)
     team_index = {ts.team_id: j for j, ts in enumerate(teams)}
     n, m = len(located), len(teams)
@@ -1200,7 +1214,7 @@ def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: RoadNe
     age = np.zeros(m)
     cands = []
     for i, call in enumerate(located):
-        cand = _candidates(call, teams, network=network, rules=rules, now=now)
+        cand = _candidates(call, teams, network=network, rules=rules, now=now, call_snap=call_snaps[i])
         cands.append(cand)
         for ts, k, e, g, a in cand.eligible:
             j = team_index[ts.team_id]

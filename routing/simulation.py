@@ -767,7 +767,8 @@ class _Simulator:
                     teams = self.candidates(group)
                     self.refresh_positions(teams, t, when, self.net(mode, when))
                     joint = assign([self.calls[i] for i in group], teams, network=self.net(mode, when),
-                                   rules=self.rules, places=self.places, now=when, coverage=self.coverage)
+                                   rules=self.rules, places=self.places, now=when, coverage=self.coverage,
+                                   placed=[self.placed[i] for i in group])
                     by_id = {self.calls[i].call_id: i for i in group}
                     for a in sorted(joint.assignments, key=lambda a: a.call_id):
                         i = by_id[a.call_id]
