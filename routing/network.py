@@ -1251,11 +1251,12 @@ def _load_csv(directory: Path, speeds: SpeedModel, drive: DriveFilter | None = N
                 pass
         return text
 
-    raw_highway = [classes(h) for h in edges["highway"].astype(str)]
-    keep = np.array([not drive.is_excluded(h) for h in raw_highway], dtype=bool)
+    # Each distinct class text once (a handful of values over millions of edges at statewide size).
+    texts, code = np.unique(edges["highway"].astype(str).to_numpy(), return_inverse=True)
+    raw = [classes(h) for h in texts]
+    keep = ~np.array([drive.is_excluded(h) for h in raw], dtype=bool)[code]
     edges = edges[keep]
-    highway = np.array([most_important_class(h, drive) for h, k in zip(raw_highway, keep, strict=True) if k],
-                       dtype=object)
+    highway = np.array([most_important_class(h, drive) for h in raw], dtype=object)[code[keep]]
     index_of = pd.Series(np.arange(len(nodes)), index=nodes["idx"].to_numpy())
     try:
         src = index_of.loc[edges["src"].to_numpy()].to_numpy()
