@@ -3,7 +3,7 @@
 Builds networks by tiling Boston's export ``k x k`` times (``bench_statewide.tiled_network``), writes
 each as an osmnx CSV export, an OSM PBF extract and an osmnx GraphML file, and times
 ``load_network(source=...)`` with the cache off (a first load), then the prepared-network cache. Prints
-seconds and the process's peak memory growth for each. GraphML goes through networkx and an XML parser
+seconds and the loading process's peak memory for each. GraphML goes through networkx and an XML parser
 (osmnx's own reader) and is measured at the smaller sizes only unless ``--graphml-tiles`` says more.
 
 Run: ``python bench/bench_loaders.py [--tiles 3 10] [--graphml-tiles 3]`` (uses $CRISIS_DISPATCH_DATA or
@@ -70,14 +70,13 @@ def write_graphml(net: RoadNetwork, path: Path) -> Path:
 
 def _child(conn: Any, source: str, cache: str) -> None:
     os.environ["CRISIS_DISPATCH_CACHE"] = cache
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     net = load_network(source=source, use_cache=False)
     first = time.perf_counter() - started
-    grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the whole child process, MB
     clear_memory_cache()  # else the next call answers from memory and writes no cache file
     load_network(source=source)  # writes the prepared-network cache
-    conn.send((first, grew, net.n_nodes))
+    conn.send((first, peak, net.n_nodes))
 
 
 def _cached_child(conn: Any, source: str, cache: str) -> None:
@@ -127,7 +126,7 @@ def main() -> None:
                 size = sum(f.stat().st_size for f in Path(source).rglob("*")) if Path(source).is_dir() \
                     else Path(source).stat().st_size
                 cache = str(root / f"cache-{fmt}")
-                first, grew, nodes = _run(_child, str(source), cache)
+                first, peak, nodes = _run(_child, str(source), cache)
                 loaded, index = _run(_cached_child, str(source), cache)
                 print(f"  {fmt:<8} {size / 2**20:7.0f} MB (written in {written:5.1f} s): first load {first:6.1f} s, "
                       f"+{grew:6.0f} MB peak; from the cache {loaded:5.2f} s (+ snapping index on first use "
