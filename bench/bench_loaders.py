@@ -129,7 +129,7 @@ def main() -> None:
                 first, peak, nodes = _run(_child, str(source), cache)
                 loaded, index = _run(_cached_child, str(source), cache)
                 print(f"  {fmt:<8} {size / 2**20:7.0f} MB (written in {written:5.1f} s): first load {first:6.1f} s, "
-                      f"+{grew:6.0f} MB peak; from the cache {loaded:5.2f} s (+ snapping index on first use "
+                      f"process peak {peak:6.0f} MB; from the cache {loaded:5.2f} s (+ snapping index on first use "
                       f"{index:4.1f} s); {nodes:,} nodes")
         del net
 
