@@ -965,7 +965,7 @@ class MatrixAssignment:
 def solve_assignment(eta_s: np.ndarray, tier: np.ndarray, weights: Sequence[int], *,
                      tier_penalty_s: float, unserved_penalty_s: float,
                      tiebreak: Sequence[int] | None = None, time_limit_s: float = 10.0,
-                     num_workers: int = 1, random_seed: int = 0) -> MatrixAssignment:
+                     num_workers: int = 1, random_seed: int = 0, method: str = "auto") -> MatrixAssignment:
     """Assign calls (rows) to teams (columns) at minimum priority-weighted cost, with CP-SAT.
 
     Cost of giving call ``i`` to team ``j``: ``w_i * (eta_ij + tier_penalty_s * tier_ij)``; leaving call
@@ -1001,6 +1001,11 @@ def solve_assignment(eta_s: np.ndarray, tier: np.ndarray, weights: Sequence[int]
         Integer rank per team (default: column order).
     time_limit_s, num_workers, random_seed
         CP-SAT parameters.
+    method
+        ``"cp-sat"``; ``"enumerate"``: every assignment, for small instances (a simulation's waiting
+        calls: two or three calls and a few teams each), where building a CP-SAT model costs more than
+        the whole search; ``"auto"`` (default): enumerate when there are at most 4,096 assignments.
+        Both give an optimal answer; among answers equal in cost and tiebreak they may pick differently.
 
     Returns
     -------
@@ -1034,13 +1039,21 @@ def solve_assignment(eta_s: np.ndarray, tier: np.ndarray, weights: Sequence[int]
         total = sum(primary(i, None) for i in range(n_calls))
         return MatrixAssignment([None] * n_calls, total / 1000, True, "OPTIMAL", time.perf_counter() - started, 0)
 
-    model = cp_model.CpModel()
-    x = {(i, j): model.new_bool_var(f"x_{i}_{j}") for i, j in pairs}
     by_call: dict[int, list[int]] = {i: [] for i in range(n_calls)}
     by_team: dict[int, list[int]] = {j: [] for j in range(n_teams)}
     for i, j in pairs:
         by_call[i].append(j)
         by_team[j].append(i)
+    if method not in ("auto", "cp-sat", "enumerate"):
+        raise InvalidInput(f"method must be 'auto', 'cp-sat' or 'enumerate', got {method!r}", field="method")
+    size = math.prod(len(js) + 1 for js in by_call.values())
+    if method == "enumerate" or (method == "auto" and size <= _ENUMERATE_MAX):
+        chosen_e = _enumerate_assignments(by_call, tiers, rank, lambda i, j: primary(i, j) * big_k)
+        total = sum(primary(i, j) for i, j in enumerate(chosen_e))
+        return MatrixAssignment(chosen_e, total / 1000, True, "OPTIMAL (enumerated)",
+                                time.perf_counter() - started, 0)
+    model = cp_model.CpModel()
+    x = {(i, j): model.new_bool_var(f"x_{i}_{j}") for i, j in pairs}
     for i, js in by_call.items():
         if len(js) > 1:
             model.add_at_most_one(x[i, j] for j in js)
@@ -1115,6 +1128,47 @@ def solve_assignment(eta_s: np.ndarray, tier: np.ndarray, weights: Sequence[int]
         hint = found
     total = sum(primary(i, j) for i, j in enumerate(chosen))
     return MatrixAssignment(chosen, total / 1000, optimal, name, time.perf_counter() - started, rounds)
+
+
+_ENUMERATE_MAX = 4096  # assignments up to which solve_assignment enumerates them instead of calling CP-SAT
+
+
+def _enumerate_assignments(by_call: dict[int, list[int]], tiers: np.ndarray, rank: Sequence[int],
+                           cost: Callable[[int, int | None], int]) -> list[int | None]:
+    """The best assignment by (sum of ``cost`` + tiebreak ranks) that obeys the fallback rule, by
+    depth-first enumeration (calls in order, each its teams in column order, then unserved)."""
+    n = len(by_call)
+    best: list[int | None] = [None] * n
+    best_key: float = math.inf
+    chosen: list[int | None] = [None] * n
+    used: set[int] = set()
+
+    def obeys() -> bool:
+        for i, j in enumerate(chosen):
+            level = math.inf if j is None else tiers[i, j]
+            if any(tiers[i, jp] < level and jp not in used for jp in by_call[i]):
+                return False
+        return True
+
+    def visit(i: int, key: int) -> None:
+        nonlocal best, best_key
+        if i == n:
+            if key < best_key and obeys():
+                best, best_key = list(chosen), key
+            return
+        for j in [*by_call[i], None]:
+            if j is not None and j in used:
+                continue
+            chosen[i] = j
+            if j is not None:
+                used.add(j)
+            visit(i + 1, key + cost(i, j) + (rank[j] if j is not None else 0))
+            if j is not None:
+                used.discard(j)
+        chosen[i] = None
+
+    visit(0, 0)
+    return best
 
 
 def _greedy(eta_ms: np.ndarray, tiers: np.ndarray, ok: np.ndarray, weights: Sequence[int],

@@ -276,7 +276,8 @@ def _brute_force(eta: np.ndarray, tier: np.ndarray, weights, pen: float, uns: fl
     return best
 
 
-def test_assignment_is_optimal_against_brute_force() -> None:
+@pytest.mark.parametrize("method", ["cp-sat", "enumerate", "auto"])
+def test_assignment_is_optimal_against_brute_force(method) -> None:
     rng = np.random.default_rng(2024)
     for _ in range(150):
         n, m = int(rng.integers(1, 5)), int(rng.integers(1, 6))
@@ -285,8 +286,10 @@ def test_assignment_is_optimal_against_brute_force() -> None:
         eta[rng.random((n, m)) < 0.1] = np.inf
         weights = rng.integers(1, 5, size=n).tolist()
         pen, uns = float(rng.choice([0, 120, 600])), float(rng.choice([900, 7200]))
-        sol = solve_assignment(eta, tier, weights, tier_penalty_s=pen, unserved_penalty_s=uns)
+        sol = solve_assignment(eta, tier, weights, tier_penalty_s=pen, unserved_penalty_s=uns, method=method)
         assert sol.optimal
+        assert ("enumerated" in sol.status) <= (method != "cp-sat")  # "OPTIMAL" alone: nothing eligible
+        assert method != "enumerate" or sol.status in ("OPTIMAL", "OPTIMAL (enumerated)")
         assert sol.objective == pytest.approx(_brute_force(eta, tier, weights, pen, uns), abs=1e-6)
         taken = [j for j in sol.team_of_call if j is not None]
         assert len(taken) == len(set(taken))
