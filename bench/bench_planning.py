@@ -113,7 +113,8 @@ def main() -> int:
     # ------------------------------------------------------------------ MCLP
     ours = lm.mclp(times <= limit, w, args.p)
     s = ours.stats
-    print(f"\nMCLP  routing.locate (Benders; LP {s['lp_iterations']} + MIP {s['mip_iterations']} rounds, "
+    print(f"\nMCLP  routing.locate ({s.get('formulation', 'benders')}; LP {s['lp_iterations']} + MIP "
+          f"{s['mip_iterations']} rounds, "
           f"{s['merged_rows']:,} rows): {ours.solve_s:7.2f} s  status {ours.status}, gap {ours.gap:.1e}, "
           f"covered {ours.covered_share:.4%}")
     if not args.skip_spopt:
@@ -127,7 +128,7 @@ def main() -> int:
     # ------------------------------------------------------------------ p-median
     ours_pm = lm.p_median(times, w, args.p)
     s = ours_pm.stats
-    print(f"\np-median routing.locate (Benders; LP {s['lp_iterations']} + MIP {s['mip_iterations']} rounds, "
+    print(f"\np-median routing.locate (radius Benders + Lagrangian branch-and-bound; "
           f"{s['merged_rows']:,} rows): {ours_pm.solve_s:7.2f} s  status {ours_pm.status}, gap {ours_pm.gap:.1e}, "
           f"mean ETA {s['mean_cost']:.1f} s")
     if not args.skip_spopt:
