@@ -710,6 +710,18 @@ class _RankBound:
             far = float(np.partition(per_team, self.top - 1)[self.top - 1])
         return _START_DETOUR * far + 30.0  # + the phantom and entry legs, roughly
 
+    def reach_s(self, straight: np.ndarray, have: np.ndarray) -> float:
+        """A first limit that should settle every ranked team without a forward row (``have`` False):
+        its straight-line time at top speed times the detour factor; inf when there is none."""
+        self._prepare()
+        from routing.eta import _START_DETOUR
+
+        open_team = np.logical_or.reduceat(~have, self.starts)[self.ranked]
+        if not open_team.any():
+            return math.inf
+        per_team = np.minimum.reduceat(straight.min(axis=1), self.starts)[self.ranked]
+        return _START_DETOUR * float(per_team[open_team].max()) + 30.0
+
     def cap_s(self, times: np.ndarray, have: np.ndarray) -> float:
         """A search limit (s) that decides the ranking, from the sources whose times are known (``have``).
 

@@ -86,6 +86,7 @@ _FULL_AFTER = 0.25  # a bounded round that settles this share of the network is 
 _FILL_PER_CALL = 4  # fill up to this many rows when that avoids the reverse search
 _WARM_PER_CALL = 2  # ...else at most this many per call, to warm the cache without stalling a call
 _STABLE_AFTER = 1  # a team found at the same node this many times in a row has "not moved"
+_REACH_SHARE = 0.5  # a first search just reaching the teams without rows, when below this share of the ceiling
 _STILL_M = 25.0  # ...and within this many metres of where it was (GPS jitter, not a drive along the street)
 _CHAIN_MAX = 8  # distances wanted from one row at once up to which each path is walked, not the tree
 _WALKS_BEFORE_TREE = 16  # a row asked this many path distances gets its whole tree's distances
@@ -504,6 +505,13 @@ class _EtaEngine:
         ceiling = max(float(cap(times, have)), 1.0) if cap is not None and have.any() else math.inf
         if math.isfinite(ceiling):
             limit = ceiling
+            reach = getattr(enough, "reach_s", None)
+            if reach is not None:
+                # The teams without rows may all be much nearer than the ceiling (a team driving back
+                # past the call): a search that just reaches them is enough when they are exact there.
+                near = float(reach(self.straight_line_s(sources, targets), have))
+                if near < _REACH_SHARE * ceiling:
+                    limit = max(near, 1.0)
         else:
             first = float(start_s() if callable(start_s) else start_s)
             limit = max(first, 1.0) if math.isfinite(first) else math.inf
@@ -532,7 +540,7 @@ class _EtaEngine:
             # Settled share of the network: past a quarter, doubling again costs about a full search.
             settled = np.count_nonzero(np.isfinite(revs[0].times)) / self.n
             grown = math.inf if settled >= _FULL_AFTER else 2.0 * max(row.limit for row in revs)
-            limit = math.inf if limit >= ceiling else min(grown, ceiling)
+            limit = math.inf if limit >= ceiling else (ceiling if math.isfinite(ceiling) else grown)
         where = [[(cached[int(u)], t) if have[k] else (revs[j], int(u)) for j, t in enumerate(targets)]
                  for k, u in enumerate(sources)]
         return times, where  # type: ignore[return-value]
