@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from routing.errors import InvalidInput
+from routing.errors import InvalidInput, reason
 from routing.fleet import DEFAULT_TIMEZONE
 from routing.jsonlimits import check_depth
 from routing.triage import Call, calls_from_records
@@ -344,7 +344,7 @@ def read_calls_file(path: str | os.PathLike[str], *, places: Places | None = Non
         with opener(p, "rt", encoding="utf-8", newline="") as fh:
             text = fh.read()
     except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise InvalidInput(f"cannot read calls file {p}: {exc}", field="calls") from None
+        raise InvalidInput(f"cannot read calls file {p}: {reason(exc)}", field="calls") from None
     if stem.endswith(".json"):
         check_depth(text, field="calls", where=str(p))  # before json.loads, which would hit RecursionError
         try:

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from routing.config import require_data_dir
-from routing.errors import DataMissing, InvalidInput
+from routing.errors import DataMissing, InvalidInput, reason
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -451,7 +451,7 @@ def demand_from_csv(path: str | os.PathLike[str], network: RoadNetwork, places: 
         with opener(p, "rt", encoding="utf-8-sig", newline="") as fh:
             text = fh.read()
     except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise InvalidInput(f"cannot read demand file {p}: {exc}", field="demand") from None
+        raise InvalidInput(f"cannot read demand file {p}: {reason(exc)}", field="demand") from None
     reader = csv.DictReader(io.StringIO(text))
     header = {(h or "").strip().lower(): h for h in (reader.fieldnames or [])}
     lat_key = header.get("lat") or header.get("latitude")

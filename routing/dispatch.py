@@ -972,6 +972,7 @@ class MatrixAssignment:
     status: str
     solve_time_s: float
     rounds: int = 0
+    method: str = "cp-sat"  # or "enumerate" (see solve_assignment)
 
 
 def solve_assignment(eta_s: np.ndarray, tier: np.ndarray, weights: Sequence[int], *,
@@ -1062,8 +1063,8 @@ def solve_assignment(eta_s: np.ndarray, tier: np.ndarray, weights: Sequence[int]
     if method == "enumerate" or (method == "auto" and size <= _ENUMERATE_MAX):
         chosen_e = _enumerate_assignments(by_call, tiers, rank, lambda i, j: primary(i, j) * big_k)
         total = sum(primary(i, j) for i, j in enumerate(chosen_e))
-        return MatrixAssignment(chosen_e, total / 1000, True, "OPTIMAL (enumerated)",
-                                time.perf_counter() - started, 0)
+        return MatrixAssignment(chosen_e, total / 1000, True, "OPTIMAL", time.perf_counter() - started, 0,
+                                method="enumerate")
     model = cp_model.CpModel()
     x = {(i, j): model.new_bool_var(f"x_{i}_{j}") for i, j in pairs}
     for i, js in by_call.items():

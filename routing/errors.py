@@ -46,3 +46,11 @@ class DataMissing(CrisisDispatchError):
     """The data directory, or a file expected in it, cannot be found."""
 
     status_code = 500
+
+
+def reason(exc: BaseException) -> str:
+    """The reason of an error for a one-line message: an ``OSError``'s own text ("No such file or
+    directory") without Python's ``[Errno 2] ... 'path'`` decoration, else ``str(exc)``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)

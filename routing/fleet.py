@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from routing.config import project_data_path
-from routing.errors import Conflict, InvalidInput
+from routing.errors import Conflict, InvalidInput, reason
 from routing.validate import timestamp
 
 if TYPE_CHECKING:
@@ -327,7 +327,7 @@ def _read_toml(path: Path, what: str) -> tuple[dict[str, Any], str]:
     except FileNotFoundError:
         raise InvalidInput(f"{what} file not found: {path}", field=what) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read {what} file {path}: {exc}", field=what) from None
+        raise InvalidInput(f"cannot read {what} file {path}: {reason(exc)}", field=what) from None
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:

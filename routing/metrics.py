@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from routing.config import project_data_path
-from routing.errors import InvalidInput
+from routing.errors import InvalidInput, reason
 from routing.fleet import DEFAULT_TIMEZONE
 
 TZ = ZoneInfo(DEFAULT_TIMEZONE)
@@ -72,7 +72,7 @@ def load_time_standards(path: str | os.PathLike[str] | None = None) -> list[Time
     try:
         doc = tomllib.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise InvalidInput(f"cannot read time standards {p}: {exc}", field="standards") from None
+        raise InvalidInput(f"cannot read time standards {p}: {reason(exc)}", field="standards") from None
     raw = doc.get("standard")
     if not isinstance(raw, list) or not raw:
         raise InvalidInput(f"{p}: expected [[standard]] entries", field="standards")

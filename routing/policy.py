@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routing.config import project_data_path
-from routing.errors import InvalidInput, NotFound
+from routing.errors import InvalidInput, NotFound, reason
 from routing.fleet import DEFAULT_TIMEZONE, Shift, Team, TeamType, load_fleet, parse_team_type
 from routing.triage import Rules, load_rules
 
@@ -258,7 +258,7 @@ def load_policy(name_or_path: str | os.PathLike[str] | None = None, *, places: P
         text = path.read_text(encoding="utf-8")
         doc = tomllib.loads(text)
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read policy file {path}: {exc}", field="policy") from None
+        raise InvalidInput(f"cannot read policy file {path}: {reason(exc)}", field="policy") from None
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"{path}: {exc}", field="policy") from None
 

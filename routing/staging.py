@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
-from routing.errors import InvalidInput, NotFound
+from routing.errors import InvalidInput, NotFound, reason
 from routing.locate import (
     MODELS,
     backup_coverage,
@@ -97,7 +97,7 @@ def load_candidates_csv(path: str | os.PathLike[str]) -> list[Site]:
                 seen.add(site_id)
                 sites.append(Site(site_id, (row[header["name"]] or site_id).strip(), "planner", lat, lon))
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read candidates file {p}: {exc}", field="candidates") from None
+        raise InvalidInput(f"cannot read candidates file {p}: {reason(exc)}", field="candidates") from None
     if not sites:
         raise InvalidInput(f"{p}: no candidate rows", field="candidates")
     return sites

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routing.errors import InvalidInput
+from routing.errors import InvalidInput, reason
 
 _SWEEP_KEYS = {"name", "days", "replications", "seed", "start", "max_wait_min", "time_of_day"}
 _AXES = {"policies", "fleet_sizes", "fleet_types", "shifts", "volumes"}
@@ -113,7 +113,7 @@ def load_grid(path: str | os.PathLike[str]) -> Grid:
     try:
         doc = tomllib.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read grid file {p}: {exc}", field="grid") from None
+        raise InvalidInput(f"cannot read grid file {p}: {reason(exc)}", field="grid") from None
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"{p}: {exc}", field="grid") from None
 

@@ -361,3 +361,19 @@ def test_serve_refuses_a_bad_worker_count_and_worker_app_needs_its_options(
     monkeypatch.delenv(WORKER_ENV, raising=False)
     with pytest.raises(RuntimeError, match=WORKER_ENV):
         worker_app()
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    # uvicorn alone would load the network, then exit 3 with its own message; a busy port is a user's
+    # error like any other: one line naming the port, exit 2, before anything is loaded.
+    import socket
+
+    from routing.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--no-auth", "--port", str(port), "--workers", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"127.0.0.1:{port}" in err

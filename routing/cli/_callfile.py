@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from routing.errors import InvalidInput
+from routing.errors import InvalidInput, reason
 from routing.jsonlimits import check_depth
 from routing.triage import Call, iter_call_records
 
@@ -33,7 +33,7 @@ def _records(path: Path) -> Iterator[tuple[int, Any]]:
     except FileNotFoundError:
         raise InvalidInput(f"calls file not found: {path}", field="calls") from None
     except OSError as exc:
-        raise InvalidInput(f"cannot read calls file {path}: {exc}", field="calls") from None
+        raise InvalidInput(f"cannot read calls file {path}: {reason(exc)}", field="calls") from None
     with fh:
         try:
             head = fh.read(4096).lstrip()
@@ -64,7 +64,7 @@ def _records(path: Path) -> Iterator[tuple[int, Any]]:
                     except json.JSONDecodeError as exc:
                         raise InvalidInput(f"line {n}: invalid JSON: {exc.msg}", field="calls") from None
         except UnicodeDecodeError as exc:
-            raise InvalidInput(f"cannot read calls file {path}: {exc}", field="calls") from None
+            raise InvalidInput(f"cannot read calls file {path}: {reason(exc)}", field="calls") from None
 
 
 def iter_calls(path: str | Path, *, default_received: datetime) -> Iterator[tuple[Call, bool]]:

@@ -81,6 +81,23 @@ def _port(text: str) -> int:
     return port
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process listens on now, before loading anything (uvicorn would exit 3)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InvalidInput(f"--host {host!r} cannot be resolved: {exc.strerror}", field="host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}", field="port") from None
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -103,14 +120,18 @@ def _serve(args: argparse.Namespace) -> int:
         raise InvalidInput(f"--workers must be 1-{MAX_WORKERS}", field="workers")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     # Everything that can fail for a user reason fails here, as a one-line error, before listening.
+    _check_port_free(args.host, args.port)
     config = _worker_config(args)
     loaded = _load(config, prepare=True)
     if args.json:
         emit(args, {"host": args.host, "port": args.port, "auth": not args.no_auth, "workers": args.workers,
                     "docs": f"http://{args.host}:{args.port}/docs"})
         sys.stdout.flush()
+    # A worker loads the road network before it answers uvicorn's health check: at a million nodes or on
+    # a busy machine that takes longer than uvicorn's 5 s default, which then kills and replaces it.
     common: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": args.log_level,
-                              "access_log": args.access_log, "timeout_graceful_shutdown": 5}
+                              "access_log": args.access_log, "timeout_graceful_shutdown": 5,
+                              "timeout_worker_healthcheck": 120}
     if args.workers == 1:
         uvicorn.run(_app(config, **loaded), **common)
         return 0

@@ -144,11 +144,16 @@ def _simulate(args: argparse.Namespace) -> int:
         return _experiments.run(args, policies=policies, network=network, places=places,
                                 model=None if args.calls else model, mix=mix, calls=calls if args.calls else None,
                                 start=start, days=days, max_wait_s=max_wait, scenario=scenario)
+    from routing.metrics import load_time_standards, published_metrics
+
+    standards = load_time_standards(args.standards)  # read (and refused if bad) before the run
     kwargs = dict(network=network, places=places, start=start, days=days, seed=args.seed, max_wait_s=max_wait,
                   time_of_day=not args.no_traffic, scenario=scenario)
     started = time.perf_counter()
     results = [simulate(policy, calls, progress=progress, **kwargs) for policy in policies]
     wall = time.perf_counter() - started
+    for r in results:  # the figures of docs/METRICS.md, as replication 0 of --replications reports them
+        r.scenario["published"] = published_metrics(r, standards=standards).to_dict()["scalars"]
     if args.records:
         _write_records(args.records, results, args)
     if args.geojson:
@@ -250,6 +255,11 @@ def _text(result: SimulationResult) -> str:
                                                                for k, v in util.items()))
     nb = sorted(rt["by_neighborhood"].items(), key=lambda kv: -(kv[1]["p90_s"] or 0))[:8]
     lines.append("slowest neighbourhoods (p90 min): " + ", ".join(f"{k} {_min(v['p90_s'])}" for k, v in nb))
+    pub = sc.get("published")
+    if pub:
+        lines.append(f"published figures (docs/METRICS.md): eligible-call reach {_pct(pub.get('eligible_reach'))}, "
+                     f"police-backup rate {_pct(pub.get('police_backup_rate'))}, late share "
+                     f"{_pct(pub.get('late_share'))}, transport rate {_pct(pub.get('transport_rate'))}")
     lines.append(f"run: {d['run']['wall_s']:.1f} s, {d['events']:,} events")
     return "\n".join(lines)
 
