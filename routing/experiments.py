@@ -34,7 +34,7 @@ from routing.arrivals import CallMix, generate_calls
 from routing.errors import InvalidInput
 from routing.metrics import TimeStandard, feasible_range, load_time_standards, published_metrics
 from routing.policy import Policy
-from routing.simulation import DEFAULT_MAX_WAIT_S, default_start, simulate
+from routing.simulation import DEFAULT_MAX_WAIT_S, TZ, default_start, simulate
 from routing.triage import Call
 
 CallSource = Sequence[Call] | Callable[[int], Sequence[Call]]
@@ -229,7 +229,8 @@ def replicate(policies: Sequence[Policy], *, network: Any, places: Any = None, a
                 max_wait_s=max_wait_s, time_of_day=time_of_day, hospitals=hospitals, standards=standards))
             if progress is not None:
                 progress((r * len(policies) + k + 1) / (replications * len(policies)))
-    info = {"start": start.isoformat(), "days": days, "seed": int(seed), "max_wait_s": max_wait_s,
+    # Boston time, as every other report of a run states its period.
+    info = {"start": start.astimezone(TZ).isoformat(), "days": days, "seed": int(seed), "max_wait_s": max_wait_s,
             "time_of_day": time_of_day, "common_random_numbers": True,
             "standards": [s.to_dict() for s in standards], **(scenario or {})}
     if mix is not None:

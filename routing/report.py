@@ -45,7 +45,23 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value * 100:.1f}%"
     if unit == "min":
         return f"{value / 60:.1f} min"
+    if unit == "pp":  # a difference of two shares: percentage points, signed
+        return f"{_signed(value * 100, 1)} pp"
+    if unit == "+min":  # a difference of two times, signed
+        return f"{_signed(value / 60, 1)} min"
+    if unit == "+":
+        return _signed(value, 2 if abs(value) < 100 else 0)
     return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+
+
+def _signed(x: float, digits: int) -> str:
+    text = f"{x:+,.{digits}f}"
+    return text.replace("-", "+", 1) if float(text) == 0 else text  # no "-0.0"
+
+
+def diff_unit(unit: str) -> str:
+    """The unit of a paired difference of figures in ``unit`` (shares differ in percentage points)."""
+    return {"%": "pp", "min": "+min"}.get(unit, "+")
 
 
 def fmt_ci(d: dict[str, Any], unit: str) -> str:
@@ -210,10 +226,13 @@ def _html(result: Any, images: dict[str, bytes], title: str | None) -> str:
     head = "".join(f"<th>{e(p)}</th>" for p in result.policies) + "".join(f"<th>{e(k)}</th>" for k in diffs)
     keys = list(HEADLINE) + [(k, k.replace("late_share[", "late share: ").rstrip("]"), "%")
                              for k in summaries[result.policies[0]] if k.startswith("late_share[")]
+    keys += [(k, "utilisation " + k[len("utilisation["):-1], "%")
+             for k in summaries[result.policies[0]] if k.startswith("utilisation[")]
     for key, label, unit in keys:
         cells = "".join(f"<td>{fmt_ci(summaries[p][key], unit)}</td>" if key in summaries[p] else "<td>-</td>"
                         for p in result.policies)
-        cells += "".join(f"<td>{fmt_ci(d[key], unit)}</td>" if key in d else "<td>-</td>" for d in diffs.values())
+        cells += "".join(f"<td>{fmt_ci(d[key], diff_unit(unit))}</td>" if key in d else "<td>-</td>"
+                         for d in diffs.values())
         rows.append(f"<tr><th>{e(label)}</th>{cells}</tr>")
     captions = {
         "response": "Share of served calls reached within a given time (pooled over replications).",
@@ -221,6 +240,9 @@ def _html(result: Any, images: dict[str, bytes], title: str | None) -> str:
         "hours": "Eligible mental-health calls not answered by the alternative team, by hour of the call.",
         "backlog": "Mean number of calls waiting for an eligible team, by hour of day.",
     }
+    reps = result.replications
+    paired = (f" Differences are paired (policy minus {e(result.policies[0])}, replication by replication; "
+              "shares in percentage points)." if diffs else "")
     figs = "".join(
         f'<figure><img alt="{e(n)}" src="data:image/png;base64,{base64.b64encode(b).decode("ascii")}">'
         f"<figcaption>{e(captions.get(n, n))}</figcaption></figure>" for n, b in images.items())
@@ -230,11 +252,11 @@ def _html(result: Any, images: dict[str, bytes], title: str | None) -> str:
 table{{border-collapse:collapse;font-size:14px}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 th:first-child{{text-align:left}}img{{max-width:100%}}figure{{margin:2em 0}}</style></head><body>
 <h1>{e(title)}</h1>
-<p>{result.replications} replications with common random numbers (seeds {e(str(sc.get('seed')))} ..
-{e(str(int(sc.get('seed', 0)) + result.replications - 1))}), {e(str(sc.get('days')))} days
+<p>{reps} replication{'s' if reps != 1 else ''} with common random numbers (seeds {e(str(sc.get('seed')))} ..
+{e(str(int(sc.get('seed', 0)) + reps - 1))}), {e(str(sc.get('days')))} days
 from {e(str(sc.get('start')))}.
-Every figure: mean over replications [95 % confidence interval, Student t]. Differences are paired
-(policy minus {e(result.policies[0])}, replication by replication). Definitions: docs/METRICS.md.</p>
+Every figure: mean over replications [95 % confidence interval, Student t].{paired}
+Definitions: docs/METRICS.md.</p>
 <table><tr><th>figure</th>{head}</tr>{''.join(rows)}</table>
 {figs}
 </body></html>

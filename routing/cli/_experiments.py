@@ -57,7 +57,7 @@ def _bar(args: argparse.Namespace, total: int) -> Any:
 
 def text(result: Any) -> str:
     """Every headline figure as ``mean [low, high]``, policies side by side, then the paired differences."""
-    from routing.report import HEADLINE, fmt_ci
+    from routing.report import HEADLINE, diff_unit, fmt_ci
 
     sc = result.scenario
     names = result.policies
@@ -68,14 +68,16 @@ def text(result: Any) -> str:
     keys += [(k, "utilisation " + k[len("utilisation["):-1], "%")
              for k in summaries[names[0]] if k.startswith("utilisation[")]
     cols = names + list(diffs)
-    cells = {c: [fmt_ci((summaries.get(c) or diffs[c])[k], u) if k in (summaries.get(c) or diffs[c]) else "-"
-                 for k, _, u in keys] for c in cols}
+    cells = {c: [fmt_ci((summaries.get(c) or diffs[c])[k], u if c in summaries else diff_unit(u))
+                 if k in (summaries.get(c) or diffs[c]) else "-" for k, _, u in keys] for c in cols}
     width = {c: max(len(c), *(len(x) for x in cells[c])) for c in cols}
     label_w = max(len(lbl) for _, lbl, _ in keys)
-    lines = [f"{result.replications} replications (seeds {sc['seed']}..{sc['seed'] + result.replications - 1}), "
+    reps = result.replications
+    lines = [f"{reps} replication{'s' if reps != 1 else ''} (seeds {sc['seed']}..{sc['seed'] + reps - 1}), "
              f"{sc['days']:g} days from {sc['start']}; common random numbers across policies",
              "every figure: mean [95 % CI over replications]" + (
-                 "; differences are paired, replication by replication" if diffs else ""),
+                 "; differences are paired, replication by replication (shares in percentage points)"
+                 if diffs else ""),
              f"{'':<{label_w}}  " + "  ".join(f"{c:>{width[c]}}" for c in cols)]
     for k, (_, label, _) in enumerate(keys):
         lines.append(f"{label:<{label_w}}  " + "  ".join(f"{cells[c][k]:>{width[c]}}" for c in cols))
