@@ -54,17 +54,23 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "routing.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                "--db", str(self.db), "--tokens", str(self.tokens), "--data", str(self.data_dir),
+                "--log-level", "warning"]
+
+    def popen_options(self) -> dict[str, Any]:
+        return {}
+
     def start(self) -> Server:
         for _ in range(3):  # a free port can be taken between the probe and the bind: try another
             self.port = _free_port()
             with open(self.log, "ab") as log:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "routing.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                     "--db", str(self.db), "--tokens", str(self.tokens), "--data", str(self.data_dir),
-                     "--log-level", "warning"],
-                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                self.proc = subprocess.Popen(self.command(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, **self.popen_options())
             if self._wait_ready():
                 return self
+            self.kill()
         raise AssertionError(f"server did not start; log:\n{self.log.read_text()[-3000:]}")
 
     def _wait_ready(self) -> bool:
@@ -103,6 +109,22 @@ def setup(tmp_path: Path, data_dir: Path, boston: Any) -> Iterator[dict[str, Pat
     tokens.write_text(json.dumps({LOCATOR: "locator", ANALYST: "analyst"}))
     tokens.chmod(0o600)
     yield {"db": tmp_path / "dispatch.db", "tokens": tokens, "data": data_dir, "log": tmp_path / "server.log"}
+
+
+def check_history(team_id: str, history: list[tuple[datetime, float, float]],
+                  acked: list[tuple[datetime, float, float]], sent: set[datetime]) -> None:
+    """A team's stored positions after a crash: every acknowledged one, nothing invented, in order."""
+    stored = {when: (lat, lon) for when, lat, lon in history}
+    for when, lat, lon in acked:
+        assert stored.get(when) == (lat, lon), f"acknowledged update of {team_id} at {when} lost"
+    # Nothing invented: after the base position, only reports that were sent, in time order.
+    base = FLEET[team_id]
+    assert (history[0][1], history[0][2]) == (base.base_lat, base.base_lon)
+    assert all(when in sent for when, _, _ in history[1:])
+    times = [when for when, _, _ in history]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    # At most the one request in flight at the kill was committed without an answer.
+    assert len(history) - 1 - len(acked) in (0, 1)
 
 
 def _positions(url: str, team_id: str) -> list[tuple[datetime, float, float]]:
@@ -161,18 +183,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_position(setup: dict[str, Path
 
         server.start()  # same database
         for team_id in teams:
-            history = _positions(server.url, team_id)
-            stored = {when: (lat, lon) for when, lat, lon in history}
-            for when, lat, lon in acked[team_id]:
-                assert stored.get(when) == (lat, lon), f"acknowledged update of {team_id} at {when} lost"
-            # Nothing invented: after the base position, only reports that were sent, in time order.
-            base = FLEET[team_id]
-            assert (history[0][1], history[0][2]) == (base.base_lat, base.base_lon)
-            assert all(when in sent[team_id] for when, _, _ in history[1:])
-            times = [when for when, _, _ in history]
-            assert times == sorted(times) and len(set(times)) == len(times)
-            # At most the one request in flight at the kill was committed without an answer.
-            assert len(history) - 1 - len(acked[team_id]) in (0, 1)
+            check_history(team_id, _positions(server.url, team_id), acked[team_id], sent[team_id])
         # The restarted service takes new reports.
         later = (t0 + timedelta(seconds=30)).isoformat()
         r = httpx.put(f"{server.url}/teams/CR-A1/position", json={"lat": 42.3615, "lon": -71.0600, "timestamp": later},

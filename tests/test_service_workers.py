@@ -25,7 +25,6 @@ import secrets
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ import httpx
 import pytest
 
 from routing.fleet import load_fleet
-from tests.test_service_crash import REPO, _free_port, _point
+from tests.test_service_crash import Server, _point, check_history
 
 DISPATCHER = f"dispatcher-{secrets.token_urlsafe(24)}"
 LOCATOR = f"locator-{secrets.token_urlsafe(24)}"
@@ -53,32 +52,18 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-class WorkerServer:
+class WorkerServer(Server):
     """``crisis-dispatch serve --workers N`` as a child process leading its own process group."""
 
     def __init__(self, db: Path, tokens: Path, data_dir: Path, log: Path, workers: int = WORKERS) -> None:
-        self.db, self.tokens, self.data_dir, self.log, self.workers = db, tokens, data_dir, log, workers
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
+        super().__init__(db, tokens, data_dir, log)
+        self.workers = workers
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def command(self) -> list[str]:
+        return [*super().command(), "--workers", str(self.workers)]
 
-    def start(self) -> WorkerServer:
-        for _ in range(3):  # a free port can be taken between the probe and the bind: try another
-            self.port = _free_port()
-            with open(self.log, "ab") as log:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "routing.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                     "--db", str(self.db), "--tokens", str(self.tokens), "--data", str(self.data_dir),
-                     "--workers", str(self.workers), "--log-level", "warning"],
-                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            if self._wait_ready():
-                return self
-            self.kill()
-        raise AssertionError(f"server did not start; log:\n{self.log.read_text()[-3000:]}")
+    def popen_options(self) -> dict[str, Any]:
+        return {"start_new_session": True}  # its own group: one killpg reaches the workers too
 
     def _wait_ready(self) -> bool:
         """Until every worker has answered ``/health`` (each on a new connection), within the timeout."""
@@ -263,15 +248,7 @@ def test_workers_lose_no_acknowledged_write_under_sigkill(setup: dict[str, Path]
                 r = client.get(f"/teams/{team_id}/positions")
                 assert r.status_code == 200, r.text
                 history = [(datetime.fromisoformat(p["timestamp"]), p["lat"], p["lon"]) for p in r.json()["positions"]]
-                stored = {when: (lat, lon) for when, lat, lon in history}
-                for when, lat, lon in acked_pos[team_id]:
-                    assert stored.get(when) == (lat, lon), f"acknowledged update of {team_id} at {when} lost"
-                base = FLEET[team_id]
-                assert (history[0][1], history[0][2]) == (base.base_lat, base.base_lon)
-                assert all(when in sent_pos[team_id] for when, _, _ in history[1:])
-                times = [when for when, _, _ in history]
-                assert times == sorted(times) and len(set(times)) == len(times)
-                assert len(history) - 1 - len(acked_pos[team_id]) in (0, 1)
+                check_history(team_id, history, acked_pos[team_id], sent_pos[team_id])
         # The restarted workers take new writes.
         r = httpx.post(f"{server.url}/calls", json=_call_body("after-restart", 1), headers=bearer(DISPATCHER),
                        timeout=30)
