@@ -2,7 +2,8 @@
 
 Travel times come from per-node search rows kept in byte-bounded LRU caches (one engine per speed
 profile): while teams stay where they are, a suggestion is a table lookup; otherwise one reverse
-Dijkstra from each node that leads into the call's road segment serves every team. Road distances are
+Dijkstra from the call's phantom node (its road point, joined to the nodes that lead into its segment
+by their partial-segment times, as OSRM and Valhalla search) serves every team. Road distances are
 computed only for the teams a caller returns, by walking their paths in the search tree.
 
 **Searches that do not grow with the map** (issue 15). A suggestion needs exact ETAs only for the teams
@@ -12,11 +13,14 @@ call and leaves the others at ``inf``, which here means "more than ``L``", never
 caller (:func:`routing.dispatch._candidates`) turns that into an exact time for a team whose best exit
 is settled below the bound of its unsettled exits, and a lower bound for every other team; when the
 teams it must rank are exact and every other team's lower bound already ranks after them, the answer
-is the one a full search gives. Otherwise ``L`` doubles (the settled area grows about fourfold, so the
-failed rounds cost about a third of the last one), and once a round settles a quarter of the network
-the next one is the full search (also when even at top speed the limit's disc would cover the map's
-bounding box). The first ``L`` is the straight-line time at the network's top speed to the ``top``-th
-nearest team of the ranked tier (the farthest without ``top``), times a detour factor. Cost then follows
+is the one a full search gives. When teams with cached forward rows already give the ``top``-th ETA an
+upper bound (the ceiling), no team beyond it can rank: the search goes to the ceiling (or first only as
+far as the teams without rows, when they are much nearer) and decides in one round. Otherwise ``L``
+doubles (the settled area grows about fourfold, so the failed rounds cost about a third of the last
+one), and once a round settles a quarter of the network the next one is the full search (also when
+the limit's disc at the median edge speed would cover the map's bounding box). The first ``L`` is the
+straight-line time at the network's top speed to the ``top``-th nearest team of the ranked tier (the
+farthest without ``top``), times a detour factor. Cost then follows
 the travel time to the teams that rank, not the size of the map: cheap when they are minutes away
 (a 15-min bound settles a few tens of thousands of nodes), no better than a full search when the
 ``top``-th team of the tier is an hour's drive away, as with 40 teams of four kinds over a 4 x 4 tiling
@@ -27,6 +31,11 @@ the shortest-path trees our distances and routes are walked in, and the bounded 
 engine, scipy's, for every query; a hierarchy remains the step for fleets spread over the state. Only on a
 strongly connected network (what :func:`routing.network.load_network` builds) does an unsettled team
 count as reachable; elsewhere the engine searches in full.
+
+**Reproducible runs.** A cached forward row and a fresh reverse search may give a travel time that
+differs in the last bit; :func:`reset_caches` brings the caches to a state that depends only on what the
+caller asks for (a simulation: its teams' base rows in every profile it drives in), so a simulated run
+gives the same figures whatever ran before it in the process, and still starts warm.
 
 **Memory you can plan for.** Every cache is bounded in bytes, process-wide, over all engines:
 ``CACHE_MB`` (environment ``CRISIS_DISPATCH_ETA_CACHE_MB``, default 512; change it at run time with
