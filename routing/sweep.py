@@ -222,8 +222,13 @@ def build_policy(scenario: Scenario, grid: Grid, places: Any) -> Any:
     changes = [f"fleet size x{scenario.fleet_size} for {', '.join(sorted(grid.fleet_types))}"]
     if scenario.shifts != "as_policy":
 
+        table = f"[shifts.{scenario.shifts}]"
+
         def bad(msg: str) -> InvalidInput:
-            return InvalidInput(f"{grid.source}: [shifts.{scenario.shifts}] {msg}", field="grid")
+            # The policy format's messages name their own table ([hours]) or the label they were given.
+            msg = msg.replace("[hours]", table, 1) if msg.startswith("[hours]") else msg
+            return InvalidInput(f"{grid.source}: {msg if msg.startswith(table) else f'{table} {msg}'}",
+                                field="grid")
 
         for pattern, spec in grid.shift_tables[scenario.shifts].items():
             hit_ids = _match(teams, pattern, f"[shifts.{scenario.shifts}]", bad)

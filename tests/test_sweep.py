@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -99,3 +100,14 @@ def test_cli_sweep_serial(grid_file, data_dir, tmp_path) -> None:
     assert code == 0, err.getvalue()
     assert "2 scenarios x 2 replications" in out.getvalue() and "rows.parquet" in out.getvalue()
     assert (tmp_path / "res" / "rows.csv").is_file()
+
+
+def test_conflicting_run_options_are_refused_in_one_line(capsys, tmp_path) -> None:
+    from routing.cli import main
+
+    grid = Path(__file__).resolve().parents[1] / "examples" / "sweep_quick.toml"
+    assert main(["sweep", str(grid), "--serial", "--workers", "2"]) == 2
+    assert main(["simulate", "--days", "1", "--report", str(tmp_path / "r.pdf")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--serial" in err[0] and "FILE.html" in err[1]
+    assert not (tmp_path / "r.pdf").exists()

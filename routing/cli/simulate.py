@@ -118,6 +118,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
     if args.compare is not None and len(args.compare) < 2:
         raise InvalidInput("--compare needs at least two policies", field="compare")
+    if args.report and Path(args.report).suffix.lower() not in (".html", ".htm"):
+        raise InvalidInput(f"--report writes HTML: name the file FILE.html, not {args.report!r}", field="report")
     data_dir = require_data_dir(args.data)
     progress = progress_for(args)
     network = load_network(data_dir, source=args.source, speeds=args.speeds, boundary=args.boundary,

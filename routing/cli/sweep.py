@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from routing.cli import emit, number_arg
+from routing.errors import InvalidInput
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -40,6 +41,9 @@ def _sweep(args: argparse.Namespace) -> int:
     from routing.network import load_network
     from routing.sweep import load_grid, run_dask, run_serial
 
+    if args.serial and (args.workers is not None or args.scheduler is not None):
+        raise InvalidInput("--serial runs in this process: it takes neither --workers nor --scheduler",
+                           field="serial")
     grid = load_grid(args.grid)
     data_dir = str(require_data_dir(args.data))
     # Prepare the network cache here once, so that the workers only read it.
