@@ -111,6 +111,27 @@ def setup(tmp_path: Path, data_dir: Path, boston: Any) -> Iterator[dict[str, Pat
     yield {"db": tmp_path / "dispatch.db", "tokens": tokens, "data": data_dir, "log": tmp_path / "server.log"}
 
 
+def stream_positions(client: httpx.Client, team_id: str, t0: datetime, sent: set[datetime],
+                     acked: list[tuple[datetime, float, float]], killed: threading.Event,
+                     unexpected: list[str]) -> None:
+    """Report positions for one team, a millisecond apart, until the server goes away: each sent time
+    into ``sent``, each acknowledged report into ``acked``; a failure before ``killed`` is unexpected."""
+    for i in range(20_000):
+        when = t0 + timedelta(milliseconds=i)
+        lat, lon = _point(team_id, i)
+        sent.add(when)
+        try:
+            r = client.put(f"/teams/{team_id}/position", json={"lat": lat, "lon": lon, "timestamp": when.isoformat()})
+        except httpx.TransportError as exc:
+            if not killed.is_set():
+                unexpected.append(f"{team_id}: {exc!r} before the kill")
+            return
+        if r.status_code != 200:
+            unexpected.append(f"{team_id}: {r.status_code} {r.text[:300]}")
+            return
+        acked.append((when, lat, lon))
+
+
 def check_history(team_id: str, history: list[tuple[datetime, float, float]],
                   acked: list[tuple[datetime, float, float]], sent: set[datetime]) -> None:
     """A team's stored positions after a crash: every acknowledged one, nothing invented, in order."""
@@ -151,21 +172,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_position(setup: dict[str, Path
     def locator(team_id: str) -> None:
         headers = {"Authorization": f"Bearer {LOCATOR}"}
         with httpx.Client(base_url=server.url, headers=headers, timeout=10.0) as client:
-            for i in range(20_000):
-                when = t0 + timedelta(milliseconds=i)
-                lat, lon = _point(team_id, i)
-                sent[team_id].add(when)
-                try:
-                    r = client.put(f"/teams/{team_id}/position",
-                                   json={"lat": lat, "lon": lon, "timestamp": when.isoformat()})
-                except httpx.TransportError as exc:
-                    if not killed.is_set():
-                        unexpected.append(f"{team_id}: {exc!r} before the kill")
-                    return
-                if r.status_code != 200:
-                    unexpected.append(f"{team_id}: {r.status_code} {r.text}")
-                    return
-                acked[team_id].append((when, lat, lon))
+            stream_positions(client, team_id, t0, sent[team_id], acked[team_id], killed, unexpected)
 
     threads = [threading.Thread(target=locator, args=(t,)) for t in teams]
     try:

@@ -36,7 +36,7 @@ import httpx
 import pytest
 
 from routing.fleet import load_fleet
-from tests.test_service_crash import Server, _point, check_history
+from tests.test_service_crash import Server, _point, check_history, stream_positions
 
 DISPATCHER = f"dispatcher-{secrets.token_urlsafe(24)}"
 LOCATOR = f"locator-{secrets.token_urlsafe(24)}"
@@ -180,21 +180,7 @@ def test_workers_lose_no_acknowledged_write_under_sigkill(setup: dict[str, Path]
                 acked_calls[call_id] = body
 
     def locator(team_id: str, client: httpx.Client) -> None:
-        for i in range(20_000):
-            when = t0 + timedelta(milliseconds=i)
-            lat, lon = _point(team_id, i)
-            sent_pos[team_id].add(when)
-            try:
-                r = client.put(f"/teams/{team_id}/position", json={"lat": lat, "lon": lon,
-                                                                   "timestamp": when.isoformat()})
-            except httpx.TransportError as exc:
-                if not killed.is_set():
-                    unexpected.append(f"{team_id}: {exc!r} before the kill")
-                return
-            if r.status_code != 200:
-                unexpected.append(f"{team_id}: {r.status_code} {r.text[:300]}")
-                return
-            acked_pos[team_id].append((when, lat, lon))
+        stream_positions(client, team_id, t0, sent_pos[team_id], acked_pos[team_id], killed, unexpected)
 
     threads = [threading.Thread(target=dispatcher, args=(n, c)) for n, c in enumerate(dispatchers)]
     threads += [threading.Thread(target=locator, args=(t, c)) for t, c in zip(teams, locators, strict=True)]
