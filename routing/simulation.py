@@ -71,7 +71,6 @@ from routing.triage import Call
 if TYPE_CHECKING:
     import geopandas as gpd
     import pandas as pd
-    from scipy.sparse import csr_matrix
 
     from routing.network import RoadNetwork
     from routing.places import Places
@@ -459,7 +458,7 @@ class _TreeCache:
         self.max_bytes = int(max_mb * 2**20)
         self.used = 0
         self.trees: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self.reverse: dict[int, csr_matrix] = {}
+        self.profiles: set[int] = set()  # travel-time matrices whose end is watched
         self.lock = threading.Lock()
 
     def toward(self, net: RoadNetwork, node: int) -> tuple[np.ndarray, np.ndarray]:
@@ -470,11 +469,10 @@ class _TreeCache:
             if hit is not None:
                 self.trees.move_to_end(key)
                 return hit
-            reverse = self.reverse.get(key[0])
-            if reverse is None:
-                reverse = self.reverse[key[0]] = net.csr.T.tocsr()
+            if key[0] not in self.profiles:  # an id can be reused once its matrix is gone: forget then
+                self.profiles.add(key[0])
                 weakref.finalize(net.csr, self._forget, key[0])
-        times, pred = dijkstra(reverse, directed=True, indices=int(node), return_predecessors=True)
+        times, pred = dijkstra(eta_engine(net).reverse, directed=True, indices=int(node), return_predecessors=True)
         with self.lock:
             self.trees[key] = (times, pred)
             self.used += times.nbytes + pred.nbytes
@@ -485,7 +483,7 @@ class _TreeCache:
 
     def _forget(self, csr_id: int) -> None:
         with self.lock:
-            self.reverse.pop(csr_id, None)
+            self.profiles.discard(csr_id)
             for key in [k for k in self.trees if k[0] == csr_id]:
                 t_old, p_old = self.trees.pop(key)
                 self.used -= t_old.nbytes + p_old.nbytes
