@@ -79,20 +79,28 @@ def _bar(args: argparse.Namespace, total: int) -> Any:
 
 
 def _text(summary: dict[str, Any], written: list[Any]) -> str:
-    from routing.report import fmt_ci
+    from routing.report import diff_unit, fmt_ci
 
-    cols = (("eligible_reach", "reach", "%"), ("police_backup_rate", "police", "%"), ("late_share", "late", "%"),
-            ("response_median_s", "median", "min"), ("response_gap_s", "nbhd gap", "min"),
-            ("backlog_mean", "backlog", "n"))
+    # Headed by their names in rows.csv and docs/METRICS.md.
+    cols = (("eligible_reach", "eligible_reach", "%"), ("police_backup_rate", "police_backup_rate", "%"),
+            ("late_share", "late_share", "%"), ("response_median_s", "response_median_s", "min"),
+            ("response_gap_s", "response_gap_s", "min"), ("backlog_mean", "backlog_mean", "n"))
     days = summary["grid"]["days"]
     lines = [f"sweep {summary['grid']['name']}: {len(summary['scenarios'])} scenarios x "
              f"{summary['grid']['replications']} replications, {days:g} day{'s' if days != 1 else ''} each; "
              "mean [95 % CI]"]
-    width = max(len(k) for k in summary["scenarios"])
+    paired = [(f"{sid} - {entry['difference_vs'].split('|')[0]}", entry["differences"])
+              for sid, entry in summary["scenarios"].items() if entry.get("differences")]
+    width = max(len(k) for k in [*summary["scenarios"], *(label for label, _ in paired)])
     lines.append(f"{'scenario':<{width}}  " + "  ".join(f"{label:>30}" for _, label, _ in cols))
     for sid, entry in summary["scenarios"].items():
         m = entry["metrics"]
         lines.append(f"{sid:<{width}}  " + "  ".join(f"{fmt_ci(m[k], u) if k in m else '-':>30}" for k, _, u in cols))
+    if paired:
+        lines.append("paired differences (replication by replication; shares in percentage points):")
+        for label, d in paired:
+            lines.append(f"{label:<{width}}  " + "  ".join(
+                f"{fmt_ci(d[k], diff_unit(u)) if k in d else '-':>30}" for k, _, u in cols))
     run = summary["run"]
     lines.append(f"run: {run['wall_s']:.1f} s on {run['workers']} worker(s); wrote " + ", ".join(map(str, written)))
     return "\n".join(lines)
