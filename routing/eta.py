@@ -91,6 +91,9 @@ _SEEN_BYTES = 250  # a team key, its (node, streak) and LRU links
 _EXITS_BYTES = 700  # a snapped position's key and its three small leg arrays (sys.getsizeof, rounded up)
 _WARM_MAX_NODES = 50_000  # above this, calls do not fill forward rows on their own (see the docstring)
 _START_DETOUR = 3.0  # first limit: straight-line time at top speed x this
+# A failed round's limit grows by this factor: the settled area doubles, which bounds the total work at
+# 4x that of a search to the limit finally needed (a factor r costs up to r^4 / (r^2 - 1) times it).
+_GROWTH = math.sqrt(2.0)
 _FULL_AFTER = 0.25  # a bounded round that settles this share of the network is followed by a full search
 _FILL_PER_CALL = 4  # fill up to this many rows when that avoids the reverse search
 _WARM_PER_CALL = 2  # ...else at most this many per call, to warm the cache without stalling a call
@@ -548,7 +551,7 @@ class _EtaEngine:
                 break
             # Settled share of the network: past a quarter, doubling again costs about a full search.
             settled = np.count_nonzero(np.isfinite(revs[0].times)) / self.n
-            grown = math.inf if settled >= _FULL_AFTER else 2.0 * max(row.limit for row in revs)
+            grown = math.inf if settled >= _FULL_AFTER else _GROWTH * max(row.limit for row in revs)
             limit = math.inf if limit >= ceiling else (ceiling if math.isfinite(ceiling) else grown)
         where = [[(cached[int(u)], t) if have[k] else (revs[j], int(u)) for j, t in enumerate(targets)]
                  for k, u in enumerate(sources)]
