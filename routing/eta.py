@@ -528,9 +528,13 @@ class _EtaEngine:
             first = float(start_s() if callable(start_s) else start_s)
             limit = max(first, 1.0) if math.isfinite(first) else math.inf
         rest = src[~have]
+        first_round = True
         while True:
-            if limit < ceiling and math.pi * (limit * self.typical_speed) ** 2 >= self.area_m2:
-                limit = ceiling  # the disc at a typical speed covers the map: no bound to gain below the ceiling
+            # A bounded search never costs more than a full one; after a failed round, a limit whose disc
+            # at a typical speed covers the map would only add a round: go to the ceiling (or in full).
+            if not first_round and limit < ceiling and math.pi * (limit * self.typical_speed) ** 2 >= self.area_m2:
+                limit = ceiling
+            first_round = False
             if call is not None:
                 # One search from the call: per source the best total over entries, C(u). Column j gets
                 # C(u) - leg_j, so that every column plus its leg is C(u), the best; a source beyond the
