@@ -12,23 +12,23 @@ bounded: ``scipy.sparse.csgraph.dijkstra(..., limit=L)`` settles every node with
 call and leaves the others at ``inf``, which here means "more than ``L``", never "unreachable". The
 caller (:func:`routing.dispatch._candidates`) turns that into an exact time for a team whose best exit
 is settled below the bound of its unsettled exits, and a lower bound for every other team; when the
-teams it must rank are exact and every other team's lower bound already ranks after them, the answer
-is the one a full search gives. When teams with cached forward rows already give the ``top``-th ETA an
+teams it must rank are exact and every other team's lower bound already ranks after them, the answer is
+the one a full search gives. When teams with cached forward rows already give the ``top``-th ETA an
 upper bound (the ceiling), no team beyond it can rank: the search goes to the ceiling (or first only as
 far as the teams without rows, when they are much nearer) and decides in one round. Otherwise ``L``
-doubles (the settled area grows about fourfold, so the failed rounds cost about a third of the last
-one), and once a round settles a quarter of the network the next one is the full search (also when
-the limit's disc at the median edge speed would cover the map's bounding box). The first ``L`` is the
-straight-line time at the network's top speed to the ``top``-th nearest team of the ranked tier (the
-farthest without ``top``), times a detour factor. Cost then follows
-the travel time to the teams that rank, not the size of the map: cheap when they are minutes away
-(a 15-min bound settles a few tens of thousands of nodes), no better than a full search when the
-``top``-th team of the tier is an hour's drive away, as with 40 teams of four kinds over a 4 x 4 tiling
+grows by sqrt(2) (the settled area doubles, so all rounds together cost at most 4x a search to the limit
+finally needed), and once a round settles a quarter of the network the next one is the full search
+(also, after a failed round, when the limit's disc at the median edge speed would cover the map's
+bounding box). The first ``L`` is the straight-line time at the network's top speed to the ``top``-th
+nearest team of the ranked tier (the farthest without ``top``), times a detour factor. Cost then follows
+the travel time to the teams that rank, not the size of the map: cheap when they are minutes away (a
+15-min bound settles a few tens of thousands of nodes), no better than a full search when the ``top``-th
+team of the tier is an hour's drive away, as with 40 teams of four kinds over a 4 x 4 tiling
 (``bench/bench_statewide.py`` prints both). Why this and not a contraction hierarchy (pandana ranks 40
 teams in 2 ms at 1.1M nodes whatever the distances): a hierarchy is a two-minute build per speed profile
-(mode x hour: dozens per network) and a second copy of the graph in memory, it answers times but not
-the shortest-path trees our distances and routes are walked in, and the bounded search keeps one
-engine, scipy's, for every query; a hierarchy remains the step for fleets spread over the state. Only on a
+(mode x hour: dozens per network) and a second copy of the graph in memory, it answers times but not the
+shortest-path trees our distances and routes are walked in, and the bounded search keeps one engine,
+scipy's, for every query; a hierarchy remains the step for fleets spread over the state. Only on a
 strongly connected network (what :func:`routing.network.load_network` builds) does an unsettled team
 count as reachable; elsewhere the engine searches in full.
 
