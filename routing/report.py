@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from routing.errors import InvalidInput
+from routing.errors import InvalidInput, reason
 
 #: Figures of the headline table: key, label, unit ("min" for seconds shown in minutes, "%" shares).
 HEADLINE: tuple[tuple[str, str, str], ...] = (
@@ -212,7 +212,7 @@ def write_report(result: Any, path: str | os.PathLike[str], *, title: str | None
             written.append(p)
         target.write_text(_html(result, images, title), encoding="utf-8")
     except OSError as exc:
-        raise InvalidInput(f"cannot write report {target}: {exc.strerror or exc}", field="report") from None
+        raise InvalidInput(f"cannot write report {target}: {reason(exc)}", field="report") from None
     return written
 
 

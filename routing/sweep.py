@@ -342,7 +342,7 @@ class SweepResult:
 
             (d / "summary.json").write_text(json.dumps(to_jsonable(self.summary()), indent=1, allow_nan=False))
         except OSError as exc:
-            raise InvalidInput(f"cannot write sweep results to {d}: {exc.strerror or exc}", field="out") from None
+            raise InvalidInput(f"cannot write sweep results to {d}: {reason(exc)}", field="out") from None
         return [d / "rows.parquet", d / "rows.csv", d / "summary.json"]
 
 

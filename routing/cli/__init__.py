@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from routing._json import to_jsonable  # the commands import it from here too
-from routing.errors import CrisisDispatchError, InvalidInput
+from routing.errors import CrisisDispatchError, InvalidInput, reason
 
 # Modules that contribute subcommands, each with ``register(subparsers, common)``.
 _COMMAND_MODULES = (
@@ -146,7 +146,7 @@ def write_json_file(path: str | Path, doc: Any, *, field: str = "output") -> Non
         with open(path, "w", encoding="utf-8") as fh:
             json.dump(to_jsonable(doc), fh, allow_nan=False)
     except OSError as exc:
-        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}", field=field) from None
+        raise InvalidInput(f"cannot write {path}: {reason(exc)}", field=field) from None
 
 
 #: Options that name where output goes or how it is shown, not what was computed: left out of
@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`: not an error
         return 0
     except OSError as exc:  # the environment (a path, a full disk, a port in use), not a bug: one line
-        print(f"error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+        print(f"error: {reason(exc)}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routing.cli import emit, number_arg, progress_for, run_parameters, write_json_file
-from routing.errors import InvalidInput
+from routing.errors import InvalidInput, reason
 from routing.policy import available_policies
 
 if TYPE_CHECKING:  # the simulation is imported when it runs, so that --help starts fast
@@ -215,7 +215,7 @@ def _write_records(path: str, results: list[SimulationResult], args: argparse.Na
                     w.writerow({"policy": r.policy.name, **d, **run,
                                 **{f"{k}_at": iso_at(start, d[f"{k}_s"]) for k in _RECORD_TIMES}})
     except OSError as exc:
-        raise InvalidInput(f"cannot write {path}: {exc}", field="records") from None
+        raise InvalidInput(f"cannot write {path}: {reason(exc)}", field="records") from None
 
 
 # ---------------------------------------------------------------------------------------------- text
