@@ -321,6 +321,9 @@ def test_serve_refuses_a_bad_worker_count_and_worker_app_needs_its_options(
     for bad in ("0", "65"):
         assert main(["serve", "--no-auth", "--workers", bad]) == 2
         assert "--workers" in capsys.readouterr().err
+    for bad in ("0", "nan", "1e9"):
+        assert main(["serve", "--no-auth", "--keep-alive", bad]) == 2
+        assert "--keep-alive" in capsys.readouterr().err
     monkeypatch.delenv(WORKER_ENV, raising=False)
     with pytest.raises(RuntimeError, match=WORKER_ENV):
         worker_app()
@@ -340,3 +343,32 @@ def test_serve_refuses_a_port_in_use_in_one_line(capsys: pytest.CaptureFixture[s
         assert main(["serve", "--no-auth", "--port", str(port), "--workers", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"127.0.0.1:{port}" in err
+
+
+def test_an_idle_keep_alive_connection_outlives_uvicorns_five_seconds(setup: dict[str, Path]) -> None:
+    # CAD clients and locators hold their connections; uvicorn's default closes an idle one after 5 s,
+    # and a request sent on it as it closes fails ("Server disconnected"). serve keeps it 75 s.
+    import socket
+
+    server = WorkerServer(setup["db"], setup["tokens"], setup["data"], setup["log"], workers=1).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            request = b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n"
+            for _ in range(2):
+                sock.sendall(request)
+                data = b""
+                while b"\r\n\r\n" not in data:  # the head, then exactly the body it announces
+                    chunk = sock.recv(65536)
+                    assert chunk, f"connection closed: {data[:100]!r}"
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200"), head[:100]
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                while len(body) < length:
+                    chunk = sock.recv(65536)
+                    assert chunk, "connection closed mid-body"
+                    body += chunk
+                time.sleep(6.5)  # past uvicorn's default keep-alive
+    finally:
+        server.stop()

@@ -15,6 +15,7 @@ import argparse
 import ipaddress
 import json
 import logging
+import math
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     serve.add_argument("--workers", type=int, default=1, metavar="N",
                        help="worker processes sharing the port and the database (default 1; about one per "
                             "core: each runs its suggestions on one core)")
+    serve.add_argument("--keep-alive", type=float, default=75.0, metavar="SECONDS",
+                       help="close a client's idle connection after this long (default 75, as nginx; "
+                            "uvicorn's own 5 s makes CAD clients and locators reconnect all the time)")
     serve.add_argument("--access-log", action="store_true", help="log every request line (never headers)")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                        help="least severe messages logged (default info)")
@@ -118,6 +122,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise InvalidInput("--max-body must be at least 1024 bytes", field="max_body")
     if not 1 <= args.workers <= MAX_WORKERS:
         raise InvalidInput(f"--workers must be 1-{MAX_WORKERS}", field="workers")
+    if not (math.isfinite(args.keep_alive) and 1 <= args.keep_alive <= 3600):
+        raise InvalidInput("--keep-alive must be 1-3600 seconds", field="keep_alive")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     # Everything that can fail for a user reason fails here, as a one-line error, before listening.
     _check_port_free(args.host, args.port)
@@ -131,6 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
     # a busy machine that takes longer than uvicorn's 5 s default, which then kills and replaces it.
     common: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": args.log_level,
                               "access_log": args.access_log, "timeout_graceful_shutdown": 5,
+                              "timeout_keep_alive": args.keep_alive,
                               "timeout_worker_healthcheck": 120}
     if args.workers == 1:
         uvicorn.run(_app(config, **loaded), **common)
