@@ -67,8 +67,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                        help="worker processes sharing the port and the database (default 1; about one per "
                             "core: each runs its suggestions on one core)")
     serve.add_argument("--keep-alive", type=float, default=75.0, metavar="SECONDS",
-                       help="close a client's idle connection after this long (default 75, as nginx; "
-                            "uvicorn's own 5 s makes CAD clients and locators reconnect all the time)")
+                       help="close a client's idle connection after this many seconds (default 75 s, as "
+                            "nginx; uvicorn's own 5 s makes CAD clients and locators reconnect all the time)")
     serve.add_argument("--access-log", action="store_true", help="log every request line (never headers)")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                        help="least severe messages logged (default info)")
