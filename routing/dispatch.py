@@ -1262,8 +1262,9 @@ def assign(calls: Sequence[Call], teams: Sequence[TeamState], *, network: RoadNe
     for k, c in enumerate(calls):
         pc = placed[k] if placed is not None else None
         if pc is None:
-            located.append(locate_call(c, places, network))
-            call_snaps.append(network.snap(c.lat, c.lon, field=f"location of {c.call_id}"))
+            snap = network.snap(c.lat, c.lon, field=f"location of {c.call_id}")
+            located.append(place_call(c, places, network, snap)[0])
+            call_snaps.append(snap)
         else:
             located.append(pc.call)
             call_snaps.append(pc.snap)

@@ -611,13 +611,7 @@ class RoadNetwork:
                 f"{field} ({lat:.6f}, {lon:.6f}) is more than {speeds.max_snap_m:.0f} m from the nearest road",
                 field=field,
             )
-        snap = snapped[0]
-        seg = self._t.segments()
-        inside = self.inside_boundary(lat, lon)
-        road_lon, road_lat = _TO_WGS84.transform(*self._projection_xy(snap))
-        return Snap(snap.node, snap.distance_m, snap.time_s, snap.segment, snap.fraction,
-                    str(seg.road_class[snap.segment]), snap.street_fallback, inside, float(road_lat),
-                    float(road_lon))
+        return self._full_snaps(np.array([lat]), np.array([lon]), snapped, np.array([0]))[0]
 
     def _outside_message(self, lat: float, lon: float, field: str) -> str:
         message = (f"{field} ({lat:.6f}, {lon:.6f}) is outside the service area "
@@ -686,8 +680,16 @@ class RoadNetwork:
         got = self.snap_many(lats, lons, strict=False, on=on)
         ok = np.flatnonzero(got.nodes >= 0)
         out: list[Snap | None] = [None] * len(lats)
+        for k, snap in zip(ok.tolist(), self._full_snaps(lats, lons, got, ok), strict=True):
+            out[k] = snap
+        return out
+
+    def _full_snaps(self, lats: np.ndarray, lons: np.ndarray, got: SnapArray, ok: np.ndarray) -> list[Snap]:
+        """The :class:`Snap` of points ``ok`` of ``got``: road class, the city-line test and the road point
+        in WGS84 added to what :meth:`_snap_xy` found (the one place both :meth:`snap` and :meth:`snaps`
+        build them)."""
         if not len(ok):
-            return out
+            return []
         seg = self._t.segments()
         segment = got.segment[ok]  # type: ignore[index]
         fraction = got.fraction[ok]  # type: ignore[index]
@@ -699,12 +701,10 @@ class RoadNetwork:
         road_lon, road_lat = _TO_WGS84.transform(px, py)
         within = self.inside_many(lats[ok], lons[ok])
         inside: list[bool | None] = [None] * len(ok) if within is None else within.tolist()
-        for m, k in enumerate(ok.tolist()):
-            s = int(segment[m])
-            out[k] = Snap(int(node[m]), float(got.distance_m[k]), float(got.time_s[k]), s, float(fraction[m]),
-                          str(seg.road_class[s]), bool(got.street_fallback[k]),  # type: ignore[index]
-                          inside[m], float(road_lat[m]), float(road_lon[m]))
-        return out
+        return [Snap(int(node[m]), float(got.distance_m[k]), float(got.time_s[k]), int(segment[m]),
+                     float(fraction[m]), str(seg.road_class[int(segment[m])]),
+                     bool(got.street_fallback[k]), inside[m], float(road_lat[m]), float(road_lon[m]))  # type: ignore[index]
+                for m, k in enumerate(ok.tolist())]
 
     def snap_on_edge(self, a: int, b: int, fraction: float) -> Snap:
         """The :class:`Snap` of a vehicle known to be on the road from node ``a`` to node ``b``.
