@@ -114,6 +114,7 @@ def main() -> None:
     from _common import data_dir
 
     import routing.eta as eta
+    from routing import hierarchy
     from routing.network import load_network
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -135,6 +136,16 @@ def main() -> None:
         net._t.segments()  # the snapping index, built on first use: part of loading
         load_s = time.perf_counter() - started
         print(f"\n{k} x {k} tiles: {net.n_nodes:,} nodes, {net.n_edges:,} edges; built in {load_s:.1f} s")
+        if net.n_nodes >= hierarchy.MIN_NODES:
+            started = time.perf_counter()
+            order = net._t.cch_order()
+            order_s = time.perf_counter() - started
+            started = time.perf_counter()
+            metric = eta.eta_engine(net).metric(net)
+            print(f"  hierarchy: order (METIS nested dissection + elimination) {order_s:.1f} s, once per network "
+                  f"(written with its cache); customization {time.perf_counter() - started:.2f} s per speed "
+                  f"profile; {order.n_arcs:,} upward arcs, tree height {order.height}, "
+                  f"{(order.nbytes + metric.nbytes) / 2**20:.0f} MB")
         cache_round_trip(net)
         for spread in args.spread:
             measure(net, n_calls=args.calls, n_teams=args.teams, spread=spread)
@@ -179,6 +190,7 @@ def _points(net: RoadNetwork, rng: np.random.Generator, n: int, region: bool = F
 
 def measure(net: RoadNetwork, *, n_calls: int, n_teams: int, spread: str = "region") -> None:
     """Print the figures of one network (see the module docstring)."""
+    import math
     import resource
     from dataclasses import replace
     from datetime import UTC, datetime
@@ -186,6 +198,7 @@ def measure(net: RoadNetwork, *, n_calls: int, n_teams: int, spread: str = "regi
     from _common import summary, timed
 
     import routing.eta as eta
+    from routing import hierarchy
     from routing.dispatch import suggest
     from routing.fleet import TeamState, load_fleet
     from routing.triage import Call, load_rules
@@ -221,14 +234,25 @@ def measure(net: RoadNetwork, *, n_calls: int, n_teams: int, spread: str = "regi
 
     fast = summary(f"suggest, {n_teams} moving teams, top=3", moving(3))
     summary(f"suggest, {n_teams} moving teams, all ranked", moving(None))
-    real = eta._EtaEngine.strongly_connected
-    eta._EtaEngine.strongly_connected = lambda self, network: False  # type: ignore[method-assign]
-    try:  # the full search, as before issue 15
-        n_full = min(len(calls), 30 if net.n_nodes < 500_000 else 12)
+    real_strong, real_hier = eta._EtaEngine.strongly_connected, eta._EtaEngine.uses_hierarchy
+    bounded = math.nan
+    try:
+        if net.n_nodes >= hierarchy.MIN_NODES:  # the search bounded by the farthest team that can rank
+            eta._EtaEngine.uses_hierarchy = lambda self: False  # type: ignore[method-assign]
+            eta.clear_caches()
+            bounded = summary("bounded Dijkstra search (no hierarchy), moving, top=3", moving(3))
+        eta._EtaEngine.uses_hierarchy = lambda self: False  # type: ignore[method-assign]
+        eta._EtaEngine.strongly_connected = lambda self, network: False  # type: ignore[method-assign]
+        n_full = min(len(calls), 30 if net.n_nodes < 500_000 else 12)  # the full search, as before issue 15
         full = summary("baseline: full search, moving, top=3", moving(3, calls[:n_full]))
     finally:
-        eta._EtaEngine.strongly_connected = real  # type: ignore[method-assign]
+        eta._EtaEngine.strongly_connected = real_strong  # type: ignore[method-assign]
+        eta._EtaEngine.uses_hierarchy = real_hier  # type: ignore[method-assign]
+        eta.clear_caches()
+        suggest(calls[0], teams, network=net, rules=rules, now=now, top=3)  # customized again, untimed
     print(f"  {'speed-up over the full search (medians)':<46} {full / fast:9.1f} x")
+    if math.isfinite(bounded):
+        print(f"  {'speed-up over the bounded search (medians)':<46} {bounded / fast:9.1f} x")
     summary(f"suggest, {n_teams} stationary teams, top=3", stationary(3))
     summary(f"suggest, {n_teams} stationary teams, all ranked", stationary(None))
     origins = iter(_points(net, rng, 20, region))

@@ -6,8 +6,17 @@ Dijkstra from the call's phantom node (its road point, joined to the nodes that 
 by their partial-segment times, as OSRM and Valhalla search) serves every team. Road distances are
 computed only for the teams a caller returns, by walking their paths in the search tree.
 
-**Searches that do not grow with the map** (issue 15). A suggestion needs exact ETAs only for the teams
-it returns: the chosen tier's teams, or with ``top`` its first ``top``. The reverse search is therefore
+**Searches that do not grow with the map** (issue 15). On networks of ``hierarchy.MIN_NODES`` (50,000)
+nodes or more, every ETA comes from a customizable contraction hierarchy (:mod:`routing.hierarchy`):
+exact, one walk up the elimination tree per team node, whatever the distances (40 moving teams spread
+over a 1.1M-node network: 1.2 ms a suggestion, against 80 ms for the bounded search below and 280 ms for
+a full one; ``bench/bench_statewide.py``). Its order is built once per network (6-8 s at a million
+nodes, written with the network cache) and customized once per speed profile (0.5-1.7 s), the
+customized arrays bounded by ``HIERARCHY_MB``. Road distances come from the same walk (the metres of each
+upward arc's path are customized with its time).
+
+Below that size (Boston: 11k nodes) a suggestion needs exact ETAs only for the teams it returns: the
+chosen tier's teams, or with ``top`` its first ``top``. The reverse search is therefore
 bounded: ``scipy.sparse.csgraph.dijkstra(..., limit=L)`` settles every node within ``L`` seconds of the
 call and leaves the others at ``inf``, which here means "more than ``L``", never "unreachable". The
 caller (:func:`routing.dispatch._candidates`) turns that into an exact time for a team whose best exit
@@ -21,16 +30,12 @@ finally needed), and once a round settles a quarter of the network the next one 
 (also, after a failed round, when the limit's disc at the median edge speed would cover the map's
 bounding box). The first ``L`` is the straight-line time at the network's top speed to the ``top``-th
 nearest team of the ranked tier (the farthest without ``top``), times a detour factor. Cost then follows
-the travel time to the teams that rank, not the size of the map: cheap when they are minutes away (a
-15-min bound settles a few tens of thousands of nodes), no better than a full search when the ``top``-th
-team of the tier is an hour's drive away, as with 40 teams of four kinds over a 4 x 4 tiling
-(``bench/bench_statewide.py`` prints both). Why this and not a contraction hierarchy (pandana ranks 40
-teams in 2 ms at 1.1M nodes whatever the distances): a hierarchy is a two-minute build per speed profile
-(mode x hour: dozens per network) and a second copy of the graph in memory, it answers times but not the
-shortest-path trees our distances and routes are walked in, and the bounded search keeps one engine,
-scipy's, for every query; a hierarchy remains the step for fleets spread over the state. Only on a
-strongly connected network (what :func:`routing.network.load_network` builds) does an unsettled team
-count as reachable; elsewhere the engine searches in full.
+the travel time to the teams that rank, not the size of the map. Why not the hierarchy everywhere: on
+Boston a bounded search with cached rows is as fast (0.4 ms a suggestion), its shortest-path trees are
+what the simulation's routes are walked in, and its float sums are the ones the published simulation
+figures were computed with. Only on a strongly connected network (what
+:func:`routing.network.load_network` builds) does an unsettled team count as reachable; elsewhere the
+engine searches in full.
 
 **Reproducible runs.** A cached forward row and a fresh reverse search may give a travel time that
 differs in the last bit; :func:`reset_caches` brings the caches to a state that depends only on what the
@@ -45,9 +50,12 @@ evict the rows of stationary ones. A row is its float64 times and int32 predeces
 135 kB on Boston, 13.5 MB at 1.1M nodes), plus float64 distances once a row answers many (20 bytes a
 node). Times stay float64: ETAs are ranked at millisecond resolution and compared to 1e-6 s, and float32
 (a 0.25 ms step at one hour) would move ETAs and could swap teams whose times round to the same
-millisecond. The default holds about 3,000 Boston rows (1,500 stationary teams on two-way streets) or 30
-rows of a 1.1M-node network; rows of networks above ``_WARM_MAX_NODES`` nodes are filled only by
-:func:`warm_up` or :meth:`_EtaEngine.prime`, since there a bounded search is cheaper than a full row.
+millisecond. The default holds about 3,000 Boston rows (1,500 stationary teams on two-way streets).
+Networks that use the hierarchy keep no rows; its customized arrays have their own bound,
+``HIERARCHY_MB`` (environment ``CRISIS_DISPATCH_HIERARCHY_MB``, default 640: three profiles of a
+1.1M-node network). With the hierarchy turned off, rows of networks above ``_WARM_MAX_NODES`` nodes are
+filled only by :func:`warm_up` or :meth:`_EtaEngine.prime`, since there a bounded search is cheaper than
+a full row.
 
 The decisions that use it (:func:`routing.dispatch.suggest`, :func:`routing.dispatch.assign`, the
 simulation) live apart from it, as networkx keeps algorithms apart from data structures.
@@ -70,20 +78,25 @@ from routing.errors import InvalidInput
 from routing.fleet import DISPATCHABLE, TeamState
 
 if TYPE_CHECKING:
+    from routing.hierarchy import Metric
     from routing.network import RoadNetwork, Snap
 
 
-def _env_cache_mb() -> float:
-    raw = os.environ.get("CRISIS_DISPATCH_ETA_CACHE_MB", "")
+def _env_cache_mb(name: str = "CRISIS_DISPATCH_ETA_CACHE_MB", default: float = 512.0) -> float:
+    raw = os.environ.get(name, "")
     try:
-        value = float(raw) if raw.strip() else 512.0
+        value = float(raw) if raw.strip() else default
     except ValueError:
-        value = 512.0
-    return value if math.isfinite(value) and value >= 0 else 512.0
+        value = default
+    return value if math.isfinite(value) and value >= 0 else default
 
 
 #: Bytes (in MB) all ETA caches of the process may hold together; see the module docstring.
 CACHE_MB: float = _env_cache_mb()
+#: Bytes (in MB) the customized hierarchies of the process may hold together (environment
+#: ``CRISIS_DISPATCH_HIERARCHY_MB``): 32 bytes an upward arc, 204 MB per speed profile at 1.1M nodes, so
+#: the default (640) keeps three; one evicted is customized again on its next use (0.5 s there).
+HIERARCHY_MB: float = _env_cache_mb("CRISIS_DISPATCH_HIERARCHY_MB", 640.0)
 #: Share of ``CACHE_MB`` per cache (each its own process-wide LRU).
 CACHE_SHARES = {"rows": 0.80, "reverse_rows": 0.14, "snaps": 0.03, "exit_legs": 0.01, "seen": 0.02}
 _SNAP_BYTES = 600  # a cached Snap with its key and LRU links (measured with sys.getsizeof, rounded up)
@@ -137,10 +150,13 @@ class _EtaEngine:
         # team key -> (node at last query, unchanged streak, metres from the team to that node)
         self.seen: dict[Hashable, tuple[int, int, float]] = {}
         self.exit_legs: dict[tuple[int, float, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        # The customized hierarchy of this profile (key 0), on networks of hierarchy.MIN_NODES or more.
+        self.hierarchy: dict[int, Metric] = {}
+        self._hierarchy_lock = threading.Lock()
         self._phantom: csr_matrix | None = None  # the reverse graph plus a phantom node (_reverse_call)
         self._phantom_lock = threading.Lock()
         self.stats = {"lookups": 0, "forward_fills": 0, "reverse_searches": 0, "bounded_searches": 0,
-                      "full_searches": 0}
+                      "full_searches": 0, "hierarchy_queries": 0}
 
     # --- byte-bounded caches (caller holds self.lock)
     def _remember(self, cache: str, key: Hashable, value: object, nbytes: int) -> None:
@@ -166,6 +182,50 @@ class _EtaEngine:
         s, t = np.asarray(sources, dtype=np.int64), np.asarray(targets, dtype=np.int64)
         d = np.hypot(self.x[s][:, None] - self.x[t][None, :], self.y[s][:, None] - self.y[t][None, :])
         return d / self.top_speed
+
+    # --- hierarchy
+    def uses_hierarchy(self) -> bool:
+        """Whether ETAs come from the contraction hierarchy (networks of ``hierarchy.MIN_NODES`` or more)."""
+        from routing import hierarchy
+
+        return self.n >= hierarchy.MIN_NODES
+
+    def metric(self, network: RoadNetwork) -> Metric:
+        """This profile's customized hierarchy: the network's order (built once per network, or read from
+        its cache) with this profile's times, customized on first use and kept within ``HIERARCHY_MB``."""
+        with self.lock:
+            hit = self.hierarchy.get(0)
+            if hit is not None:
+                self._touch("hierarchy", 0)
+                return hit
+        with self._hierarchy_lock:  # one customization per profile, not one per waiting thread
+            with self.lock:
+                hit = self.hierarchy.get(0)
+            if hit is None:
+                from routing.hierarchy import customize
+
+                src, dst = network.edges
+                hit = customize(network._t.cch_order(), src, dst, network.csr.data, network.edge_length_m)
+                with self.lock:
+                    self._remember("hierarchy", 0, hit, hit.nbytes)
+        return hit
+
+    def _hierarchy_legs(self, network: RoadNetwork, sources: Sequence[int], targets: list[int],
+                        enough: Callable[[np.ndarray, np.ndarray], bool] | None
+                        ) -> tuple[np.ndarray, Callable[[Iterable[tuple[int, int]]], np.ndarray]]:
+        """lazy_legs from the hierarchy: every time exact, one walk per distinct source node."""
+        unique, back = np.unique(np.asarray(sources, dtype=np.int64), return_inverse=True)
+        times, metres = self.metric(network).many_to_few(unique[:, None], 0.0, np.asarray(targets)[:, None], 0.0)
+        times, metres = times[back], metres[back]
+        with self.lock:
+            self.stats["hierarchy_queries"] += 1
+        if enough is not None:
+            enough(times, np.full(times.shape, math.inf))  # its verdict is read on the final times
+
+        def distance(pairs: Iterable[tuple[int, int]]) -> np.ndarray:
+            return np.array([metres[k, j] for k, j in pairs], dtype=float)
+
+        return times, distance
 
     # --- snapping
     def snap_teams(self, network: RoadNetwork, points: Sequence[tuple[float, float]]) -> list[Snap | InvalidInput]:
@@ -383,7 +443,10 @@ class _EtaEngine:
         source when there are at most half as many as uncached targets, else a reverse row per uncached
         target (if it fits the cache's bytes). Reverse rows are favoured because the calls of a joint
         assignment often wait for the next one, while the uncached sources are teams on the move,
-        whose rows would not serve again (a simulation at 4x the volume: 336 of 379 forward rows)."""
+        whose rows would not serve again (a simulation at 4x the volume: 336 of 379 forward rows).
+        Nothing to prepare where the hierarchy answers."""
+        if self.uses_hierarchy():
+            return
         with self.lock:
             missing_s = sorted({int(u) for u in sources} - set(self.rows))
             missing_t = sorted({int(t) for t in targets} - {t for t, r in self.reverse_rows.items()
@@ -448,6 +511,8 @@ class _EtaEngine:
         targets = [int(t) for t in targets]
         if not len(sources) or not targets:
             return np.zeros((len(sources), len(targets))), lambda pairs: np.zeros(len(list(pairs)))
+        if self.uses_hierarchy():
+            return self._hierarchy_legs(network, sources, targets, enough)
         unique = sorted(set(int(u) for u in sources))
         with self.lock:
             self.stats["lookups"] += 1
@@ -642,8 +707,9 @@ class _Budget:
     """
 
     def __init__(self) -> None:
-        self.lru: dict[str, OrderedDict[tuple[int, str, Hashable], int]] = {c: OrderedDict() for c in CACHE_SHARES}
-        self.used = dict.fromkeys(CACHE_SHARES, 0)
+        kinds = [*CACHE_SHARES, "hierarchy"]
+        self.lru: dict[str, OrderedDict[tuple[int, str, Hashable], int]] = {c: OrderedDict() for c in kinds}
+        self.used = dict.fromkeys(kinds, 0)
 
     def charge(self, name: tuple[int, str, Hashable], nbytes: int) -> None:
         lru = self.lru[name[1]]
@@ -690,6 +756,8 @@ _BUDGET = _Budget()
 
 
 def _budget_bytes(cache: str) -> int:
+    if cache == "hierarchy":
+        return int(HIERARCHY_MB * 1024 * 1024)
     return int(CACHE_MB * 1024 * 1024 * CACHE_SHARES[cache])
 
 
@@ -711,7 +779,7 @@ def cache_usage() -> dict[str, dict[str, int]]:
     """Bytes and entries each ETA cache holds now, process-wide, and its bound (``limit``)."""
     with _CACHE_LOCK:
         return {c: {"bytes": _BUDGET.used[c], "entries": len(_BUDGET.lru[c]), "limit": _budget_bytes(c)}
-                for c in CACHE_SHARES}
+                for c in [*CACHE_SHARES, "hierarchy"]}
 
 
 def eta_engine(network: RoadNetwork) -> _EtaEngine:
@@ -738,6 +806,9 @@ def warm_up(teams: Sequence[TeamState], *, network: RoadNetwork) -> int:
     :func:`suggest` is then a table lookup. Returns the number of new rows.
     """
     engine = eta_engine(network)
+    if engine.uses_hierarchy():  # no rows to fill: the hierarchy answers (prepare it now instead)
+        engine.metric(network)
+        return 0
     ready = [(ts.lat, ts.lon) for ts in teams if ts.status in DISPATCHABLE]
     nodes = sorted({int(x) for snap in engine.snap_teams(network, ready) if not isinstance(snap, InvalidInput)
                     for x in network.snap_exits(snap)[0]})

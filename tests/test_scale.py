@@ -12,6 +12,7 @@ import shapely
 
 import routing.eta as eta
 from bench.bench_statewide import tiled_network
+from routing import hierarchy
 from routing.dispatch import suggest
 from routing.eta import cache_usage, clear_caches, eta_engine, set_cache_mb, warm_up
 from routing.fleet import TeamState, TeamType, load_fleet
@@ -66,9 +67,11 @@ def _answer(result):
 
 
 def _full(monkeypatch, call, teams, network, rules, top):
-    """The answer of a full search: the engine told the network is not strongly connected."""
+    """The answer of a full search: the engine told the network is not strongly connected (and to leave
+    the hierarchy aside)."""
     with monkeypatch.context() as m:
         m.setattr(eta._EtaEngine, "strongly_connected", lambda self, network: False)
+        m.setattr(eta._EtaEngine, "uses_hierarchy", lambda self: False)
         return suggest(call, teams, network=network, rules=rules, now=NOW, top=top)
 
 
@@ -85,6 +88,7 @@ def _same(fast, full) -> None:
 @pytest.mark.parametrize("where", ["boston", "tiled"])
 def test_bounded_suggestions_are_the_full_search_answers(where, request, monkeypatch, rules) -> None:
     network = request.getfixturevalue(where)
+    monkeypatch.setattr(hierarchy, "MIN_NODES", 10**12)  # the bounded Dijkstra searches, not the hierarchy
     rng = np.random.default_rng(15)
     bounded = 0
     for k in range(24):
@@ -100,11 +104,33 @@ def test_bounded_suggestions_are_the_full_search_answers(where, request, monkeyp
     assert bounded > 0
 
 
+@pytest.mark.parametrize("where", ["boston", "tiled"])
+def test_hierarchy_suggestions_are_the_full_search_answers(where, request, monkeypatch, rules) -> None:
+    # The 3 x 3 tiling (101k nodes) uses the hierarchy by default; Boston is made to.
+    network = request.getfixturevalue(where)
+    if where == "boston":
+        monkeypatch.setattr(hierarchy, "MIN_NODES", 0)
+    assert eta_engine(network).uses_hierarchy()
+    rng = np.random.default_rng(16)
+    queries = eta_engine(network).stats["hierarchy_queries"]
+    for k in range(24):
+        teams = _teams(network, rng, int(rng.integers(5, 60)), one_way=k % 4 == 3)
+        (lat, lon), = _points(network, rng, 1, one_way=k % 3 == 2)
+        call = _call(lat, lon, k, rng)
+        for top in (None, 1, 3):
+            before = dict(eta_engine(network).stats)
+            fast = suggest(call, teams, network=network, rules=rules, now=NOW, top=top)
+            assert eta_engine(network).stats["reverse_searches"] == before["reverse_searches"]  # no Dijkstra
+            _same(fast, _full(monkeypatch, call, teams, network, rules, top))
+    assert eta_engine(network).stats["hierarchy_queries"] > queries + 48
+
+
 def test_teams_beyond_the_first_limits_and_tiny_first_limits(tiled, monkeypatch, rules) -> None:
     # A first limit of a few seconds: the answer must come from later, larger searches, never from
     # reading "not settled" as "unreachable". Teams sit in far tiles, the call in a corner one.
     rng = np.random.default_rng(3)
     monkeypatch.setattr(eta, "_START_DETOUR", 1e-9)
+    monkeypatch.setattr(hierarchy, "MIN_NODES", 10**12)
     for k in range(8):
         teams = _teams(tiled, rng, 12)
         (lat, lon), = _points(tiled, rng, 1)

@@ -774,6 +774,12 @@ def _startup(*, db: str | os.PathLike[str] | None, data_dir: str | os.PathLike[s
         except DataMissing as exc:
             _log.warning("coverage disabled: %s", exc)
     store = GroupCommitStore(db, fleet=fleet, network=network)
+    from routing.eta import eta_engine
+
+    now_net = network.for_time(datetime.now(UTC), mode=network.profile.get("mode"))
+    engine = eta_engine(now_net)
+    if engine.uses_hierarchy():  # a statewide network: customize this hour's hierarchy before the first call
+        engine.metric(now_net)
     _log.info("crisis-dispatch service ready in %.1f s: %d teams, %d road nodes, auth %s",
               time.perf_counter() - started, len(store.teams()), network.n_nodes,
               "off" if table is None else ", ".join(f"{n} {r}" for r, n in sorted(table.roles().items())))
