@@ -1,10 +1,9 @@
 """The ETA engine: travel times and road distances between team positions and call locations.
 
 Travel times come from per-node search rows kept in byte-bounded LRU caches (one engine per speed
-profile): while teams stay where they are, a suggestion is a table lookup; otherwise one reverse
-Dijkstra from the call's phantom node (its road point, joined to the nodes that lead into its segment
-by their partial-segment times, as OSRM and Valhalla search) serves every team. Road distances are
-computed only for the teams a caller returns, by walking their paths in the search tree.
+profile) and from a contraction hierarchy (:mod:`routing.hierarchy`): while teams stay where they are, a
+suggestion is a table lookup; the other teams each cost one walk in the hierarchy. Road distances are
+computed only for the teams a caller returns.
 
 **Searches that do not grow with the map** (issue 15). On networks of ``hierarchy.MIN_NODES`` (50,000)
 nodes or more, every ETA comes from a customizable contraction hierarchy (:mod:`routing.hierarchy`):
@@ -15,29 +14,30 @@ nodes, written with the network cache) and customized once per speed profile (0.
 customized arrays bounded by ``HIERARCHY_MB``. Road distances come from the same walk (the metres of each
 upward arc's path are customized with its time).
 
-Below that size (Boston: 11k nodes) a suggestion needs exact ETAs only for the teams it returns: the
-chosen tier's teams, or with ``top`` its first ``top``. The reverse search is therefore
-bounded: ``scipy.sparse.csgraph.dijkstra(..., limit=L)`` settles every node within ``L`` seconds of the
-call and leaves the others at ``inf``, which here means "more than ``L``", never "unreachable". The
-caller (:func:`routing.dispatch._candidates`) turns that into an exact time for a team whose best exit
-is settled below the bound of its unsettled exits, and a lower bound for every other team; when the
-teams it must rank are exact and every other team's lower bound already ranks after them, the answer is
-the one a full search gives. When teams with cached forward rows already give the ``top``-th ETA an
-upper bound (the ceiling), no team beyond it can rank: the search goes to the ceiling (or first only as
-far as the teams without rows, when they are much nearer) and decides in one round. Otherwise ``L``
-grows by sqrt(2) (the settled area doubles, so all rounds together cost at most 4x a search to the limit
-finally needed), and once a round settles a quarter of the network the next one is the full search
-(also, after a failed round, when the limit's disc at the median edge speed would cover the map's
-bounding box). The first ``L`` is the straight-line time at the network's top speed to the ``top``-th
-nearest team of the ranked tier (the farthest without ``top``), times a detour factor. Cost then follows
-the travel time to the teams that rank, not the size of the map. Why not the hierarchy everywhere: on
-Boston a bounded search with cached rows is as fast (0.4 ms a suggestion), its shortest-path trees are
-what the simulation's routes are walked in, and its float sums are the ones the published simulation
-figures were computed with. Only on a strongly connected network (what
-:func:`routing.network.load_network` builds) does an unsettled team count as reachable; elsewhere the
-engine searches in full.
+Below that size (Boston: 11k nodes) teams that stay put read cached forward rows (a table lookup), and
+the teams without one (on the move, or new) are answered by the same hierarchy: one walk each instead
+of a search from the call, so a call's cost no longer grows with how many teams are away from base (a
+simulation at 4x the volume: the share of calls needing a search rose from 17 % to 50 %).
 
-**Reproducible runs.** A cached forward row and a fresh reverse search may give a travel time that
+With the hierarchy off (``USE_HIERARCHY``), teams without rows are answered by a Dijkstra search from
+the call, bounded: a suggestion needs exact ETAs only for the teams it returns (the chosen tier's teams,
+or with ``top`` its first ``top``), so ``scipy.sparse.csgraph.dijkstra(..., limit=L)`` settles every
+node within ``L`` seconds of the call and leaves the others at ``inf``, which here means "more than
+``L``", never "unreachable". The caller (:func:`routing.dispatch._candidates`) turns that into an exact
+time for a team whose best exit is settled below the bound of its unsettled exits, and a lower bound for
+every other team; when the teams it must rank are exact and every other team's lower bound already
+ranks after them, the answer is the one a full search gives. When teams with cached forward rows
+already give the ``top``-th ETA an upper bound (the ceiling), no team beyond it can rank: the search
+goes to the ceiling (or first only as far as the teams without rows, when they are much nearer).
+Otherwise ``L`` grows by sqrt(2) (the settled area doubles, so all rounds together cost at most 4x a
+search to the limit finally needed), and once a round settles a quarter of the network the next one is
+the full search (also, after a failed round, when the limit's disc at the median edge speed would cover
+the map's bounding box). The first ``L`` is the straight-line time at the network's top speed to the
+``top``-th nearest team of the ranked tier (the farthest without ``top``), times a detour factor. Only
+on a strongly connected network (what :func:`routing.network.load_network` builds) does an unsettled
+team count as reachable; elsewhere the engine searches in full.
+
+**Reproducible runs.** A cached forward row and a hierarchy walk (or a fresh search) may give a time that
 differs in the last bit; :func:`reset_caches` brings the caches to a state that depends only on what the
 caller asks for (a simulation: its teams' base rows in every profile it drives in), so a simulated run
 gives the same figures whatever ran before it in the process, and still starts warm.
@@ -97,6 +97,10 @@ CACHE_MB: float = _env_cache_mb()
 #: ``CRISIS_DISPATCH_HIERARCHY_MB``): 32 bytes an upward arc, 204 MB per speed profile at 1.1M nodes, so
 #: the default (640) keeps three; one evicted is customized again on its next use (0.5 s there).
 HIERARCHY_MB: float = _env_cache_mb("CRISIS_DISPATCH_HIERARCHY_MB", 640.0)
+#: Whether ETAs may come from the contraction hierarchy (environment ``CRISIS_DISPATCH_HIERARCHY``, "0"
+#: turns it off): on networks of ``hierarchy.MIN_NODES`` or more every ETA, on smaller ones those of the
+#: teams without a cached forward row. Off, those are Dijkstra searches from the call (see above).
+USE_HIERARCHY: bool = os.environ.get("CRISIS_DISPATCH_HIERARCHY", "1").strip() != "0"
 #: Share of ``CACHE_MB`` per cache (each its own process-wide LRU).
 CACHE_SHARES = {"rows": 0.80, "reverse_rows": 0.14, "snaps": 0.03, "exit_legs": 0.01, "seen": 0.02}
 _SNAP_BYTES = 600  # a cached Snap with its key and LRU links (measured with sys.getsizeof, rounded up)
@@ -111,6 +115,9 @@ _FULL_AFTER = 0.25  # a bounded round that settles this share of the network is 
 _FILL_PER_CALL = 4  # fill up to this many rows when that avoids the reverse search
 _WARM_PER_CALL = 2  # ...else at most this many per call, to warm the cache without stalling a call
 _STABLE_AFTER = 1  # a team found at the same node this many times in a row has "not moved"
+# ...when the hierarchy answers the others: a row (a full search) costs about 150 walks, so only a team
+# that keeps being asked about at the same place earns one
+_STABLE_AFTER_HIERARCHY = 16
 _REACH_SHARE = 0.5  # a first search just reaching the teams without rows, when below this share of the ceiling
 _STILL_M = 25.0  # ...and within this many metres of where it was (GPS jitter, not a drive along the street)
 _CHAIN_MAX = 8  # distances wanted from one row at once up to which each path is walked, not the tree
@@ -185,10 +192,11 @@ class _EtaEngine:
 
     # --- hierarchy
     def uses_hierarchy(self) -> bool:
-        """Whether ETAs come from the contraction hierarchy (networks of ``hierarchy.MIN_NODES`` or more)."""
+        """Whether every ETA comes from the contraction hierarchy (networks of ``hierarchy.MIN_NODES`` or
+        more, unless ``USE_HIERARCHY`` is off); on smaller networks only those without a cached row do."""
         from routing import hierarchy
 
-        return self.n >= hierarchy.MIN_NODES
+        return USE_HIERARCHY and self.n >= hierarchy.MIN_NODES
 
     def metric(self, network: RoadNetwork) -> Metric:
         """This profile's customized hierarchy: the network's order (built once per network, or read from
@@ -209,6 +217,29 @@ class _EtaEngine:
                 with self.lock:
                     self._remember("hierarchy", 0, hit, hit.nbytes)
         return hit
+
+    def _mixed_legs(self, network: RoadNetwork, sources: Sequence[int], targets: list[int],
+                    cached: dict[int, _Row | None], enough: Callable[[np.ndarray, np.ndarray], bool] | None
+                    ) -> tuple[np.ndarray, Callable[[Iterable[tuple[int, int]]], np.ndarray]]:
+        """lazy_legs with cached forward rows for the teams that have one and the hierarchy for the rest."""
+        src = np.asarray(sources, dtype=np.int64)
+        have = np.array([cached[int(u)] is not None for u in sources], dtype=bool)
+        times = np.empty((len(sources), len(targets)))
+        metres = np.full((len(sources), len(targets)), np.nan)
+        for k in np.flatnonzero(have):
+            times[k] = cached[int(src[k])].times[targets]  # type: ignore[union-attr]
+        rest = np.flatnonzero(~have)
+        unique, back = np.unique(src[rest], return_inverse=True)
+        t_h, m_h = self.metric(network).many_to_few(unique[:, None], 0.0, np.asarray(targets)[:, None], 0.0)
+        times[rest], metres[rest] = t_h[back], m_h[back]
+        with self.lock:
+            self.stats["hierarchy_queries"] += 1
+        if enough is not None:
+            enough(times, np.full(times.shape, math.inf))
+        where: list[list[tuple[_Row | None, float]]] = [
+            [(cached[int(u)], t) if have[k] else (None, float(metres[k, j])) for j, t in enumerate(targets)]
+            for k, u in enumerate(sources)]
+        return times, self._distance_fn(where)  # type: ignore[arg-type]
 
     def _hierarchy_legs(self, network: RoadNetwork, sources: Sequence[int], targets: list[int],
                         enough: Callable[[np.ndarray, np.ndarray], bool] | None
@@ -445,7 +476,7 @@ class _EtaEngine:
         assignment often wait for the next one, while the uncached sources are teams on the move,
         whose rows would not serve again (a simulation at 4x the volume: 336 of 379 forward rows).
         Nothing to prepare where the hierarchy answers."""
-        if self.uses_hierarchy():
+        if USE_HIERARCHY:
             return
         with self.lock:
             missing_s = sorted({int(u) for u in sources} - set(self.rows))
@@ -527,7 +558,7 @@ class _EtaEngine:
                 last, streak, last_at = self.seen.get(key, (-1, 0, 0.0))
                 streak = streak + 1 if last == u and abs(at - last_at) <= _STILL_M else 0
                 self._remember("seen", key, (u, streak, float(at)), _SEEN_BYTES)
-                if streak >= _STABLE_AFTER:
+                if streak >= (_STABLE_AFTER_HIERARCHY if USE_HIERARCHY else _STABLE_AFTER):
                     stable.add(u)
             rev_hit = all(t in self.reverse_rows for t in targets)
         # Rows of a large network cost more (a full search, n * 12 bytes) than the bounded searches
@@ -542,6 +573,8 @@ class _EtaEngine:
         with self.lock:
             cached = {u: self.rows.get(u) for u in unique}
         need_reverse = any(v is None for v in cached.values())
+        if need_reverse and USE_HIERARCHY:
+            return self._mixed_legs(network, sources, targets, cached, enough)
         if need_reverse and enough is not None and self.strongly_connected(network):
             call = None if target_legs is None or target_dists is None else (target_legs, target_dists)
             times, where = self._bounded(sources, targets, cached, enough, start_s, call)
@@ -636,7 +669,9 @@ class _EtaEngine:
             pending: dict[int, tuple[_Row, list[int]]] = {}
             for m, (k, j) in enumerate(pairs):
                 row, node = where[k][j]
-                if row.entries is not None:  # a search from the call itself
+                if row is None:  # answered by the hierarchy: the node slot holds the metres
+                    out[m] = node
+                elif row.entries is not None:  # a search from the call itself
                     out[m] = self._call_distance(row, node, j)
                 elif row.dist is not None:  # the common case once warm: a plain read
                     out[m] = row.dist[node]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import routing.eta as eta
 from routing.cli import main
 from routing.cli.dispatch import SAMPLE_CALLS, sample_calls
 from routing.dispatch import assign, solve_assignment, suggest
@@ -90,10 +91,13 @@ def test_warm_up_makes_calls_lookups_with_the_same_answers(boston, places, rules
     assert warm == cold
 
 
+@pytest.mark.parametrize("use_hierarchy", [False, True])
 def test_distances_are_the_same_whether_walked_along_one_path_or_computed_for_the_whole_tree(
-        boston, places, rules, fleet) -> None:
-    # The engine walks the path of the few teams a caller returns and computes a whole tree's
-    # distances only when many are wanted: both must give the same numbers, and the route's length.
+        boston, places, rules, fleet, use_hierarchy, monkeypatch) -> None:
+    # Searching from the call, the engine walks the path of the few teams a caller returns and computes
+    # a whole tree's distances only when many are wanted: both must give the same numbers, and the
+    # route's length. From the hierarchy (the default for teams without a cached row), the same.
+    monkeypatch.setattr(eta, "USE_HIERARCHY", use_hierarchy)
     rng = np.random.default_rng(23)
     for _ in range(12):
         moved = [replace(ts, lat=ts.lat + rng.normal(0, 0.004), lon=ts.lon + rng.normal(0, 0.004)) for ts in fleet]
@@ -101,7 +105,10 @@ def test_distances_are_the_same_whether_walked_along_one_path_or_computed_for_th
         clear_caches()
         one = suggest(call, moved, network=boston, rules=rules, places=places, now=NOW, top=2)
         walked = list(eta_engine(boston).reverse_rows.values())
-        assert walked and all(row.dist is None for row in walked)  # only paths were walked
+        if not use_hierarchy:
+            assert walked and all(row.dist is None for row in walked)  # only paths were walked
+        else:
+            assert not walked and eta_engine(boston).stats["hierarchy_queries"] > 0
         clear_caches()
         every = suggest(call, moved, network=boston, rules=rules, places=places, now=NOW)
         assert len(every.suggestions) > 8

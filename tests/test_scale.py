@@ -71,7 +71,7 @@ def _full(monkeypatch, call, teams, network, rules, top):
     the hierarchy aside)."""
     with monkeypatch.context() as m:
         m.setattr(eta._EtaEngine, "strongly_connected", lambda self, network: False)
-        m.setattr(eta._EtaEngine, "uses_hierarchy", lambda self: False)
+        m.setattr(eta, "USE_HIERARCHY", False)
         return suggest(call, teams, network=network, rules=rules, now=NOW, top=top)
 
 
@@ -88,7 +88,7 @@ def _same(fast, full) -> None:
 @pytest.mark.parametrize("where", ["boston", "tiled"])
 def test_bounded_suggestions_are_the_full_search_answers(where, request, monkeypatch, rules) -> None:
     network = request.getfixturevalue(where)
-    monkeypatch.setattr(hierarchy, "MIN_NODES", 10**12)  # the bounded Dijkstra searches, not the hierarchy
+    monkeypatch.setattr(eta, "USE_HIERARCHY", False)  # the bounded Dijkstra searches, not the hierarchy
     rng = np.random.default_rng(15)
     bounded = 0
     for k in range(24):
@@ -104,13 +104,14 @@ def test_bounded_suggestions_are_the_full_search_answers(where, request, monkeyp
     assert bounded > 0
 
 
-@pytest.mark.parametrize("where", ["boston", "tiled"])
+@pytest.mark.parametrize("where", ["boston", "boston-only-hierarchy", "tiled"])
 def test_hierarchy_suggestions_are_the_full_search_answers(where, request, monkeypatch, rules) -> None:
-    # The 3 x 3 tiling (101k nodes) uses the hierarchy by default; Boston is made to.
-    network = request.getfixturevalue(where)
-    if where == "boston":
+    # The 3 x 3 tiling (101k nodes) answers every ETA from the hierarchy; Boston (11k) the ETAs of teams
+    # without a cached row (the default), or every one when made to.
+    network = request.getfixturevalue(where.split("-")[0])
+    if where == "boston-only-hierarchy":
         monkeypatch.setattr(hierarchy, "MIN_NODES", 0)
-    assert eta_engine(network).uses_hierarchy()
+    assert eta_engine(network).uses_hierarchy() is (where != "boston")
     rng = np.random.default_rng(16)
     queries = eta_engine(network).stats["hierarchy_queries"]
     for k in range(24):
@@ -130,7 +131,7 @@ def test_teams_beyond_the_first_limits_and_tiny_first_limits(tiled, monkeypatch,
     # reading "not settled" as "unreachable". Teams sit in far tiles, the call in a corner one.
     rng = np.random.default_rng(3)
     monkeypatch.setattr(eta, "_START_DETOUR", 1e-9)
-    monkeypatch.setattr(hierarchy, "MIN_NODES", 10**12)
+    monkeypatch.setattr(eta, "USE_HIERARCHY", False)
     for k in range(8):
         teams = _teams(tiled, rng, 12)
         (lat, lon), = _points(tiled, rng, 1)
@@ -155,7 +156,7 @@ def test_cached_rows_and_mixed_fleets_give_the_same_answers(boston, monkeypatch,
         moving = [replace(ts, team=replace(ts.team, team_id=f"M-{i}")) for i, ts in enumerate(moving)]
         (lat, lon), = _points(boston, rng, 1)
         call = _call(lat, lon, k, rng)
-        for teams in (stationary, stationary + moving):
+        for teams in (stationary, stationary + moving):  # rows alone, then rows and the hierarchy
             searches = engine.stats["reverse_searches"]
             fast = suggest(call, teams, network=boston, rules=rules, now=NOW, top=2)
             if teams is stationary:
@@ -163,7 +164,9 @@ def test_cached_rows_and_mixed_fleets_give_the_same_answers(boston, monkeypatch,
             _same(fast, _full(monkeypatch, call, teams, boston, rules, 2))
 
 
-def test_caches_stay_within_their_bytes(boston, rules) -> None:
+def test_caches_stay_within_their_bytes(boston, rules, monkeypatch) -> None:
+    # Without the hierarchy the calls fill rows readily (with it, only teams seen 16 times in a row).
+    monkeypatch.setattr(eta, "USE_HIERARCHY", False)
     clear_caches()
     set_cache_mb(24)  # rows: 19.2 MB, ~140 Boston rows; 400 teams need ~700
     try:
@@ -272,16 +275,21 @@ def test_reset_caches_leaves_exactly_the_warm_rows(boston, rules) -> None:
     assert eta.reset_caches([(boston, keep[:8]), (evening, keep[4:])]) == 0
 
 
-def test_a_team_driving_towards_the_same_node_gets_no_row_a_still_one_does(boston, rules) -> None:
+@pytest.mark.parametrize("use_hierarchy", [False, True])
+def test_a_team_driving_towards_the_same_node_gets_no_row_a_still_one_does(boston, rules, monkeypatch,
+                                                                          use_hierarchy) -> None:
     # Forward rows are for teams that stay put (GPS jitter within 25 m); a team driving along a long
-    # street keeps the same exit node between calls but would only waste a full search.
+    # street keeps the same exit node between calls but would only waste a full search. With the
+    # hierarchy answering the others, a team earns its row after 16 sightings in a row, not 1.
+    monkeypatch.setattr(eta, "USE_HIERARCHY", use_hierarchy)
+    repeat = 17 if use_hierarchy else 1
     seg = boston._t.segments()
     length = np.hypot(boston.x[seg.a] - boston.x[seg.b], boston.y[seg.a] - boston.y[seg.b])
     s = int(np.flatnonzero((length > 300) & (seg.fwd >= 0) & (seg.bwd < 0))[0])  # a long one-way street
     a, b = int(seg.a[s]), int(seg.b[s])
     team = replace(load_fleet()[0], team_id="V", service_area=(), shift=None, dedicated=False)
     rng = np.random.default_rng(2)
-    calls = [_call(lat, lon, k, rng) for k, (lat, lon) in enumerate(_points(boston, rng, 3))]
+    calls = [_call(lat, lon, k, rng) for k, (lat, lon) in enumerate(_points(boston, rng, 3 * repeat))]
 
     def at(f: float) -> TeamState:
         plat = float(boston.lat[a] + (boston.lat[b] - boston.lat[a]) * f)
@@ -291,6 +299,14 @@ def test_a_team_driving_towards_the_same_node_gets_no_row_a_still_one_does(bosto
     for path, filled in (([0.1, 0.4, 0.7], False), ([0.5, 0.5 + 5 / 300, 0.5 - 5 / 300], True)):
         clear_caches()
         engine = eta_engine(boston)
+        # Driving: every sighting 90 m or more from the last; still: each within 25 m of the first.
+        path = (path * repeat) if not filled else [f for f in path for _ in range(repeat)]
+        if use_hierarchy and filled:  # one sighting short: no row yet
+            for f, call in zip(path[:16], calls, strict=False):
+                suggest(call, [at(f)], network=boston, rules=rules, now=NOW, top=1)
+            assert b not in engine.rows
+            clear_caches()
+            engine = eta_engine(boston)
         for f, call in zip(path, calls, strict=True):  # new calls: a cached reverse row would answer instead
             suggest(call, [at(f)], network=boston, rules=rules, now=NOW, top=1)
         assert (b in engine.rows) is filled, path
