@@ -223,35 +223,42 @@ class _EtaEngine:
                     ) -> tuple[np.ndarray, Callable[[Iterable[tuple[int, int]]], np.ndarray]]:
         """lazy_legs with cached forward rows for the teams that have one and the hierarchy for the rest."""
         src = np.asarray(sources, dtype=np.int64)
-        have = np.array([cached[int(u)] is not None for u in sources], dtype=bool)
+        rows = [cached[int(u)] for u in sources]
+        have = np.array([r is not None for r in rows], dtype=bool)
         times = np.empty((len(sources), len(targets)))
         metres = np.full((len(sources), len(targets)), np.nan)
         for k in np.flatnonzero(have):
-            times[k] = cached[int(src[k])].times[targets]  # type: ignore[union-attr]
+            times[k] = rows[k].times[targets]  # type: ignore[union-attr]
         rest = np.flatnonzero(~have)
         unique, back = np.unique(src[rest], return_inverse=True)
-        t_h, m_h = self.metric(network).many_to_few(unique[:, None], 0.0, np.asarray(targets)[:, None], 0.0)
+        t_h, m_h = self.metric(network).node_times(unique, np.asarray(targets, dtype=np.int64))
         times[rest], metres[rest] = t_h[back], m_h[back]
         with self.lock:
             self.stats["hierarchy_queries"] += 1
-        if enough is not None:
-            enough(times, np.full(times.shape, math.inf))
-        where: list[list[tuple[_Row | None, float]]] = [
-            [(cached[int(u)], t) if have[k] else (None, float(metres[k, j])) for j, t in enumerate(targets)]
-            for k, u in enumerate(sources)]
-        return times, self._distance_fn(where)  # type: ignore[arg-type]
+        # ``enough`` is not asked: every time here is exact, which is what a caller assumes of a time it
+        # never had a verdict on (its test would cost more than the walks at 4x a simulation's volume).
+        walk = self._distance_fn
+
+        def distance(pairs: Iterable[tuple[int, int]]) -> np.ndarray:
+            pairs = list(pairs)
+            out = np.array([metres[k, j] for k, j in pairs], dtype=float)
+            from_rows = [m for m, (k, _) in enumerate(pairs) if have[k]]
+            if from_rows:  # a row's tree: walked (the only pairs whose (row, node) are needed)
+                where = [[(rows[pairs[m][0]], targets[pairs[m][1]])] for m in from_rows]
+                out[from_rows] = walk(where)((i, 0) for i in range(len(from_rows)))  # type: ignore[arg-type]
+            return out
+
+        return times, distance
 
     def _hierarchy_legs(self, network: RoadNetwork, sources: Sequence[int], targets: list[int],
                         enough: Callable[[np.ndarray, np.ndarray], bool] | None
                         ) -> tuple[np.ndarray, Callable[[Iterable[tuple[int, int]]], np.ndarray]]:
         """lazy_legs from the hierarchy: every time exact, one walk per distinct source node."""
         unique, back = np.unique(np.asarray(sources, dtype=np.int64), return_inverse=True)
-        times, metres = self.metric(network).many_to_few(unique[:, None], 0.0, np.asarray(targets)[:, None], 0.0)
+        times, metres = self.metric(network).node_times(unique, np.asarray(targets, dtype=np.int64))
         times, metres = times[back], metres[back]
         with self.lock:
             self.stats["hierarchy_queries"] += 1
-        if enough is not None:
-            enough(times, np.full(times.shape, math.inf))  # its verdict is read on the final times
 
         def distance(pairs: Iterable[tuple[int, int]]) -> np.ndarray:
             return np.array([metres[k, j] for k, j in pairs], dtype=float)
@@ -669,9 +676,7 @@ class _EtaEngine:
             pending: dict[int, tuple[_Row, list[int]]] = {}
             for m, (k, j) in enumerate(pairs):
                 row, node = where[k][j]
-                if row is None:  # answered by the hierarchy: the node slot holds the metres
-                    out[m] = node
-                elif row.entries is not None:  # a search from the call itself
+                if row.entries is not None:  # a search from the call itself
                     out[m] = self._call_distance(row, node, j)
                 elif row.dist is not None:  # the common case once warm: a plain read
                     out[m] = row.dist[node]

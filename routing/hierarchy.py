@@ -158,6 +158,14 @@ class Metric:
         """Bytes of the arc arrays (the shared :class:`Order` not included)."""
         return self.fw.nbytes + self.bw.nbytes + self.fw_m.nbytes + self.bw_m.nbytes
 
+    def node_times(self, sources: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`many_to_few` between single nodes, unchecked (the ETA engine's own, called per call):
+        ``sources`` (k,) and ``targets`` (t,) valid network indices; returns two (k, t) arrays."""
+        rank = self.order.rank
+        rs = rank[sources].astype(np.int64).reshape(-1, 1)
+        rt = rank[targets].astype(np.int64).reshape(-1, 1)
+        return self._run(rs, np.zeros(rs.shape), rt, np.zeros(rt.shape))
+
     def many_to_few(self, sources: np.ndarray, source_offsets: np.ndarray | float, targets: np.ndarray,
                     target_offsets: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """Seconds and road metres from each source to each target, every one a set of network nodes.
@@ -193,17 +201,23 @@ class Metric:
                 raise ValueError(f"{name}: node index outside 0..{n - 1}")
         rs = np.where(src >= 0, o.rank[np.maximum(src, 0)], _NO).astype(np.int64)
         rt = np.where(tgt >= 0, o.rank[np.maximum(tgt, 0)], _NO).astype(np.int64)
-        s_off = np.broadcast_to(np.asarray(source_offsets, dtype=np.float64), src.shape)
-        t_off = np.broadcast_to(np.asarray(target_offsets, dtype=np.float64), tgt.shape)
+        s_off = np.ascontiguousarray(np.broadcast_to(np.asarray(source_offsets, dtype=np.float64), src.shape))
+        t_off = np.ascontiguousarray(np.broadcast_to(np.asarray(target_offsets, dtype=np.float64), tgt.shape))
+        return self._run(rs, s_off, rt, t_off)
+
+    def _run(self, rs: np.ndarray, s_off: np.ndarray, rt: np.ndarray, t_off: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
         from routing._hierarchy_kernels import _many_to_few
 
+        o = self.order
+        n = len(o.rank)
         with self._lock:
             work = self._work
             if work is None or work.db.shape[0] < len(rt):
                 work = self._work = _Workspace(n, max(len(rt), 2))
             times, metres, work.tag = _many_to_few(
-                o.up_ptr, o.up_idx, self.fw, self.bw, self.fw_m, self.bw_m, rs, np.ascontiguousarray(s_off),
-                rt, np.ascontiguousarray(t_off), work.stamp, work.tag, o.height, work.db, work.dbm, work.df,
+                o.up_ptr, o.up_idx, self.fw, self.bw, self.fw_m, self.bw_m, rs, s_off, rt, t_off, work.stamp,
+                work.tag, o.height, work.db, work.dbm, work.df,
                 work.dfm)
         return times, metres
 
