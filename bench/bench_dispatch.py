@@ -5,8 +5,8 @@ Run: ``python bench/bench_dispatch.py`` (uses $CRISIS_DISPATCH_DATA or ../shared
 1. ``suggest`` for 1,000 calls (all classes, random points across the city) against the default fleet at
    its staging sites, from a cold ETA cache: per-call latency including snapping, locating the call
    (neighbourhood/district), triage and eligibility; and calls per second.
-2. The same with every team moved before every call (no cached rows can be reused: one reverse
-   Dijkstra per call), the worst case.
+2. The same with every team moved before every call (no cached rows can be reused: every team's ETA
+   is a walk in the contraction hierarchy, ``routing/hierarchy.py``), the worst case.
 3. The naive baseline in the same run: the same eligibility and the same street-level (phantom-node)
    model, but one ``nx.shortest_path_length(G, exit, entry, weight="travel_time")`` per eligible team and
    pair of its exit node(s) and the call's entry node(s) on ``network.to_networkx()``; its top team is
@@ -131,7 +131,7 @@ def main() -> None:
         t = time.perf_counter()
         suggest(c, teams, network=network, rules=rules, places=places, now=NOW)
         moving.append(time.perf_counter() - t)
-    print("\n2. suggest, every team moved before every call (worst case: one reverse search per call)")
+    print("\n2. suggest, every team moved before every call (worst case: no cached row helps; hierarchy walks)")
     summary("per call", moving)
 
     # 3. Naive networkx baseline on a subset, same process.

@@ -234,20 +234,19 @@ def measure(net: RoadNetwork, *, n_calls: int, n_teams: int, spread: str = "regi
 
     fast = summary(f"suggest, {n_teams} moving teams, top=3", moving(3))
     summary(f"suggest, {n_teams} moving teams, all ranked", moving(None))
-    real_strong, real_hier = eta._EtaEngine.strongly_connected, eta._EtaEngine.uses_hierarchy
+    real_strong, real_hier = eta._EtaEngine.strongly_connected, eta.USE_HIERARCHY
     bounded = math.nan
     try:
+        eta.USE_HIERARCHY = False  # Dijkstra searches from the call, as before the hierarchy
         if net.n_nodes >= hierarchy.MIN_NODES:  # the search bounded by the farthest team that can rank
-            eta._EtaEngine.uses_hierarchy = lambda self: False  # type: ignore[method-assign]
             eta.clear_caches()
             bounded = summary("bounded Dijkstra search (no hierarchy), moving, top=3", moving(3))
-        eta._EtaEngine.uses_hierarchy = lambda self: False  # type: ignore[method-assign]
         eta._EtaEngine.strongly_connected = lambda self, network: False  # type: ignore[method-assign]
         n_full = min(len(calls), 30 if net.n_nodes < 500_000 else 12)  # the full search, as before issue 15
         full = summary("baseline: full search, moving, top=3", moving(3, calls[:n_full]))
     finally:
         eta._EtaEngine.strongly_connected = real_strong  # type: ignore[method-assign]
-        eta._EtaEngine.uses_hierarchy = real_hier  # type: ignore[method-assign]
+        eta.USE_HIERARCHY = real_hier
         eta.clear_caches()
         suggest(calls[0], teams, network=net, rules=rules, now=now, top=3)  # customized again, untimed
     print(f"  {'speed-up over the full search (medians)':<46} {full / fast:9.1f} x")
