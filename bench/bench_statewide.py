@@ -120,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--tiles", type=int, nargs="+", default=[4, 10], help="copies per side (default 4 10)")
     parser.add_argument("--calls", type=int, default=60, help="calls per measurement (default 60)")
-    parser.add_argument("--teams", type=int, default=40)
+    parser.add_argument("--teams", type=int, default=40, help="teams of the non-dedicated types (default 40)")
     parser.add_argument("--spread", nargs="+", choices=["region", "state"], default=["region", "state"],
                         help="where teams and calls are: a 2 x 2-copy region around the centre (a metro "
                              "area's fleet), or anywhere on the map (default both)")
@@ -219,9 +219,12 @@ def measure(net: RoadNetwork, *, n_calls: int, n_teams: int, spread: str = "regi
     for c in calls[:3]:  # first use: engine tables, the connectivity check
         suggest(c, teams, network=net, rules=rules, now=now, top=3)
 
+    seeds = iter(range(1, 1000))
+
     def moving(top: int | None, calls: list[Call] = calls) -> list[float]:
         it = iter(calls)
-        jitter = np.random.default_rng(1)
+        # Fresh positions in every measurement: repeating the last one's would find them snapped already.
+        jitter = np.random.default_rng(next(seeds))
 
         def one() -> None:
             moved = [ts.moved(ts.lat + jitter.normal(0, 3e-4), ts.lon + jitter.normal(0, 3e-4), now) for ts in teams]

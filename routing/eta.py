@@ -9,9 +9,9 @@ computed only for the teams a caller returns.
 nodes or more, every ETA comes from a customizable contraction hierarchy (:mod:`routing.hierarchy`):
 exact, one walk up the elimination tree per team node, whatever the distances (40 moving teams spread
 over a 1.1M-node network: 1.2 ms a suggestion, against 80 ms for the bounded search below and 280 ms for
-a full one; ``bench/bench_statewide.py``). Its order is built once per network (6-8 s at a million
-nodes, written with the network cache) and customized once per speed profile (0.5-1.7 s), the
-customized arrays bounded by ``HIERARCHY_MB``. Road distances come from the same walk (the metres of each
+a full one; ``bench/bench_statewide.py``). Its order is built once per network (5.7 s at 1.1M
+nodes, 43 MB, written with the network cache) and customized once per speed profile (0.7 s there,
+204 MB), the customized arrays bounded by ``HIERARCHY_MB``. Road distances come from the same walk (the metres of each
 upward arc's path are customized with its time).
 
 Below that size (Boston: 11k nodes) teams that stay put read cached forward rows (a table lookup), and
@@ -94,8 +94,9 @@ def _env_cache_mb(name: str = "CRISIS_DISPATCH_ETA_CACHE_MB", default: float = 5
 #: Bytes (in MB) all ETA caches of the process may hold together; see the module docstring.
 CACHE_MB: float = _env_cache_mb()
 #: Bytes (in MB) the customized hierarchies of the process may hold together (environment
-#: ``CRISIS_DISPATCH_HIERARCHY_MB``): 32 bytes an upward arc, 204 MB per speed profile at 1.1M nodes, so
-#: the default (640) keeps three; one evicted is customized again on its next use (0.5 s there).
+#: ``CRISIS_DISPATCH_HIERARCHY_MB``): 32 bytes an upward arc, 204 MB per speed profile at 1.1M nodes (the
+#: order, 43 MB, is the network's and not counted here; nor the 63 MB query workspace), so
+#: the default (640) keeps three; one evicted is customized again on its next use (0.7 s there).
 HIERARCHY_MB: float = _env_cache_mb("CRISIS_DISPATCH_HIERARCHY_MB", 640.0)
 #: Whether ETAs may come from the contraction hierarchy (environment ``CRISIS_DISPATCH_HIERARCHY``, "0"
 #: turns it off): on networks of ``hierarchy.MIN_NODES`` or more every ETA, on smaller ones those of the

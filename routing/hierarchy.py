@@ -10,14 +10,14 @@ that only go "upward" in a node order. The customizable variant (Dibbelt, Strass
    nested-dissection order from METIS (``pymetis.nested_dissection``; small separators ranked last),
    then the chordal supergraph that eliminating the nodes in that order creates (symbolic elimination
    along the elimination tree). Every speed profile of the network shares it.
-2. **Customization** (:func:`customize`, per speed profile, about a second at a million nodes): every
+2. **Customization** (:func:`customize`, per speed profile, 0.7 s at 1.1M nodes): every
    upward arc gets its exact travel time in both directions by enumerating lower triangles, and the
    road metres of the path that time belongs to.
 
 A query then walks the elimination tree: the search space of a node is its ancestors in the tree, a
 chain, so no priority queue is needed (Bauer, Columbus, Rutter and Wagner, "Search-space size in
 contraction hierarchies", TCS 2016). Times from many sources to one target cost one backward walk plus
-one forward walk per source (:meth:`Metric.times_to`).
+one forward walk per source (:meth:`Metric.many_to_few`).
 
 Why a CCH rather than a plain CH or pandana's: a plain CH's build depends on the metric (pandana takes
 two minutes per speed profile at a million nodes, and a network has one profile per mode and distinct
@@ -37,10 +37,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import coo_matrix
 
+from routing.errors import InvalidInput
+
 __all__ = ["MIN_NODES", "Metric", "Order", "build_order", "customize"]
 
-#: Networks with at least this many nodes answer ETAs from a hierarchy (:mod:`routing.eta`); below it a
-#: bounded Dijkstra search is as fast (Boston, 11k nodes: 0.4 ms a suggestion) and needs no build.
+#: Networks with at least this many nodes answer every ETA from the hierarchy (:mod:`routing.eta`); on
+#: smaller ones (Boston, 11k nodes) teams that stay put read cached search rows first (a table lookup,
+#: cheaper than a walk) and only the others use the hierarchy.
 MIN_NODES = 50_000
 _NO = -1
 
@@ -97,12 +100,22 @@ def build_order(n: int, src: np.ndarray, dst: np.ndarray) -> Order:
     Returns
     -------
     Order
-        Costs a few seconds per million nodes (METIS, then symbolic elimination).
+        5.7 s at 1.1M nodes (METIS, then symbolic elimination; ``bench/bench_statewide.py``): 6.7M
+        upward arcs, 43 MB.
+
+    Raises
+    ------
+    InvalidInput
+        ``src`` and ``dst`` of different lengths, or a node outside ``0..n-1``.
     """
     import pymetis  # imported here: only networks that use a hierarchy pay for loading it
 
-    src = np.asarray(src, dtype=np.int64)
-    dst = np.asarray(dst, dtype=np.int64)
+    src = np.asarray(src, dtype=np.int64).ravel()
+    dst = np.asarray(dst, dtype=np.int64).ravel()
+    if len(src) != len(dst):
+        raise InvalidInput(f"src and dst differ in length ({len(src)} and {len(dst)})", field="edges")
+    if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
+        raise InvalidInput(f"an edge names a node outside 0..{n - 1}", field="edges")
     keep = src != dst
     a = np.concatenate([src[keep], dst[keep]])
     b = np.concatenate([dst[keep], src[keep]])
@@ -189,16 +202,19 @@ class Metric:
 
         Raises
         ------
-        ValueError
-            A node outside ``0..n-1``.
+        InvalidInput
+            (a ValueError) ``sources`` or ``targets`` not 2-D, or a node outside ``0..n-1`` (``-1`` pads).
         """
         o = self.order
         n = len(o.rank)
-        src = np.atleast_2d(np.asarray(sources, dtype=np.int64))
-        tgt = np.atleast_2d(np.asarray(targets, dtype=np.int64))
+        src = np.asarray(sources, dtype=np.int64)
+        tgt = np.asarray(targets, dtype=np.int64)
         for name, a in (("sources", src), ("targets", tgt)):
+            if a.ndim != 2:
+                raise InvalidInput(f"{name} must be 2-D, one row of nodes per {name[:-1]} (got shape {a.shape}; "
+                                   f"single nodes: {name}[:, None])", field=name)
             if a.size and (a.max() >= n or a.min() < -1):
-                raise ValueError(f"{name}: node index outside 0..{n - 1}")
+                raise InvalidInput(f"{name}: node index outside 0..{n - 1}", field=name)
         rs = np.where(src >= 0, o.rank[np.maximum(src, 0)], _NO).astype(np.int64)
         rt = np.where(tgt >= 0, o.rank[np.maximum(tgt, 0)], _NO).astype(np.int64)
         s_off = np.ascontiguousarray(np.broadcast_to(np.asarray(source_offsets, dtype=np.float64), src.shape))
@@ -250,12 +266,29 @@ def customize(order: Order, src: np.ndarray, dst: np.ndarray, time_s: np.ndarray
     Returns
     -------
     Metric
-        About 0.5 s at a million nodes (one pass over the lower triangles).
+        0.7 s at 1.1M nodes (one pass over the lower triangles); 32 bytes an upward arc (204 MB there).
+
+    Raises
+    ------
+    InvalidInput
+        Arrays of different lengths, a node outside the order, or a time or length that is negative or
+        not finite (a negative time would make ETAs negative; a NaN would compare as no path).
     """
     from routing._hierarchy_kernels import _customize
 
+    src = np.asarray(src, dtype=np.int64).ravel()
+    dst = np.asarray(dst, dtype=np.int64).ravel()
+    time_s = np.asarray(time_s, dtype=np.float64).ravel()
+    length_m = np.asarray(length_m, dtype=np.float64).ravel()
+    n = len(order.rank)
+    if not len(src) == len(dst) == len(time_s) == len(length_m):
+        raise InvalidInput(f"src, dst, time_s and length_m differ in length ({len(src)}, {len(dst)}, "
+                           f"{len(time_s)}, {len(length_m)})", field="edges")
+    if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
+        raise InvalidInput(f"an edge names a node outside the order's 0..{n - 1}", field="edges")
+    for name, a in (("time_s", time_s), ("length_m", length_m)):
+        if not np.all(np.isfinite(a) & (a >= 0)):
+            raise InvalidInput(f"{name} must be finite and non-negative", field=name)
     r = order.rank.astype(np.int64)
-    fw, bw, fw_m, bw_m = _customize(order.up_ptr, order.up_idx, r[np.asarray(src, dtype=np.int64)],
-                                    r[np.asarray(dst, dtype=np.int64)], np.asarray(time_s, dtype=np.float64),
-                                    np.asarray(length_m, dtype=np.float64))
+    fw, bw, fw_m, bw_m = _customize(order.up_ptr, order.up_idx, r[src], r[dst], time_s, length_m)
     return Metric(order, fw, bw, fw_m, bw_m)

@@ -12,6 +12,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
 import routing.eta as eta
+from routing.errors import InvalidInput
 from routing.hierarchy import build_order, customize
 from routing.network import _load_cache, _save_cache
 
@@ -102,14 +103,27 @@ def test_node_sets_with_offsets_are_the_best_combination() -> None:
                 assert metres[k, j] == pytest.approx(best[1], abs=1e-6)
 
 
-def test_bad_nodes_are_refused() -> None:
+def test_bad_input_is_refused_with_the_field_named() -> None:
     rng = np.random.default_rng(1)
     src, dst, time, length = _graph(rng, 40, 80)
-    metric = customize(build_order(40, src, dst), src, dst, time, length)
-    with pytest.raises(ValueError, match="sources"):
-        metric.many_to_few(np.array([[40]]), 0.0, np.array([[1]]), 0.0)
-    with pytest.raises(ValueError, match="targets"):
-        metric.many_to_few(np.array([[1]]), 0.0, np.array([[-2]]), 0.0)
+    order = build_order(40, src, dst)
+    metric = customize(order, src, dst, time, length)
+    cases = [
+        (lambda: metric.many_to_few(np.array([[40]]), 0.0, np.array([[1]]), 0.0), "sources"),
+        (lambda: metric.many_to_few(np.array([[1]]), 0.0, np.array([[-2]]), 0.0), "targets"),
+        # 1-D would silently be one source with two start nodes: refused, with the fix in the message
+        (lambda: metric.many_to_few(np.array([0, 1]), 0.0, np.array([[4]]), 0.0), "sources"),
+        (lambda: build_order(40, src, dst[:-1]), "edges"),
+        (lambda: build_order(40, np.append(src, 40), np.append(dst, 0)), "edges"),
+        (lambda: customize(order, src, dst, time[:-1], length), "edges"),
+        (lambda: customize(order, src, dst, np.where(np.arange(len(time)) == 3, -1.0, time), length), "time_s"),
+        (lambda: customize(order, src, dst, time, np.where(np.arange(len(time)) == 3, np.nan, length)),
+         "length_m"),
+    ]
+    for call, field in cases:
+        with pytest.raises(InvalidInput) as info:
+            call()
+        assert info.value.field == field, str(info.value)
 
 
 def test_every_upward_arc_goes_up_and_the_graph_is_chordal() -> None:
