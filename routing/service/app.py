@@ -780,6 +780,9 @@ def _startup(*, db: str | os.PathLike[str] | None, data_dir: str | os.PathLike[s
     engine = eta_engine(now_net)
     if engine.uses_hierarchy():  # a statewide network: customize this hour's hierarchy before the first call
         engine.metric(now_net)
+    # The snapping index is built on first use (2 s at a million nodes): here, not in the first call.
+    for on in ("street", "any"):
+        network.snap_many(network.lat[:1], network.lon[:1], strict=False, on=on)
     _log.info("crisis-dispatch service ready in %.1f s: %d teams, %d road nodes, auth %s",
               time.perf_counter() - started, len(store.teams()), network.n_nodes,
               "off" if table is None else ", ".join(f"{n} {r}" for r, n in sorted(table.roles().items())))
