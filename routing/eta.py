@@ -125,6 +125,10 @@ _CHAIN_MAX = 8  # distances wanted from one row at once up to which each path is
 _WALKS_BEFORE_TREE = 16  # a row asked this many path distances gets its whole tree's distances
 
 
+# distance(pairs): road metres for each (source index, target index) pair
+_DistanceFn = Callable[[Iterable[tuple[int, int]]], np.ndarray]
+
+
 class _EtaEngine:
     """Travel times and road distances between team positions and call locations, with caches."""
 
@@ -220,8 +224,7 @@ class _EtaEngine:
         return hit
 
     def _mixed_legs(self, network: RoadNetwork, sources: Sequence[int], targets: list[int],
-                    cached: dict[int, _Row | None], enough: Callable[[np.ndarray, np.ndarray], bool] | None
-                    ) -> tuple[np.ndarray, Callable[[Iterable[tuple[int, int]]], np.ndarray]]:
+                    cached: dict[int, _Row | None]) -> tuple[np.ndarray, _DistanceFn]:
         """lazy_legs with cached forward rows for the teams that have one and the hierarchy for the rest."""
         src = np.asarray(sources, dtype=np.int64)
         rows = [cached[int(u)] for u in sources]
@@ -251,10 +254,10 @@ class _EtaEngine:
 
         return times, distance
 
-    def _hierarchy_legs(self, network: RoadNetwork, sources: Sequence[int], targets: list[int],
-                        enough: Callable[[np.ndarray, np.ndarray], bool] | None
-                        ) -> tuple[np.ndarray, Callable[[Iterable[tuple[int, int]]], np.ndarray]]:
-        """lazy_legs from the hierarchy: every time exact, one walk per distinct source node."""
+    def _hierarchy_legs(self, network: RoadNetwork, sources: Sequence[int], targets: list[int]
+                        ) -> tuple[np.ndarray, _DistanceFn]:
+        """lazy_legs from the hierarchy: every time exact (no ``enough`` to ask), one walk per distinct source
+        node."""
         unique, back = np.unique(np.asarray(sources, dtype=np.int64), return_inverse=True)
         times, metres = self.metric(network).node_times(unique, np.asarray(targets, dtype=np.int64))
         times, metres = times[back], metres[back]
@@ -551,7 +554,7 @@ class _EtaEngine:
         if not len(sources) or not targets:
             return np.zeros((len(sources), len(targets))), lambda pairs: np.zeros(len(list(pairs)))
         if self.uses_hierarchy():
-            return self._hierarchy_legs(network, sources, targets, enough)
+            return self._hierarchy_legs(network, sources, targets)
         unique = sorted(set(int(u) for u in sources))
         with self.lock:
             self.stats["lookups"] += 1
@@ -582,7 +585,7 @@ class _EtaEngine:
             cached = {u: self.rows.get(u) for u in unique}
         need_reverse = any(v is None for v in cached.values())
         if need_reverse and USE_HIERARCHY:
-            return self._mixed_legs(network, sources, targets, cached, enough)
+            return self._mixed_legs(network, sources, targets, cached)
         if need_reverse and enough is not None and self.strongly_connected(network):
             call = None if target_legs is None or target_dists is None else (target_legs, target_dists)
             times, where = self._bounded(sources, targets, cached, enough, start_s, call)
