@@ -10,6 +10,18 @@ from numba import njit
 
 
 @njit(cache=True)
+def _gather(src: np.ndarray, lo: int, hi: int, v: int, mark: np.ndarray, buf: np.ndarray, k: int) -> int:
+    """Append ``src[lo:hi]`` to ``buf[:k]``, skipping nodes already marked for ``v``; returns the new k."""
+    for p in range(lo, hi):
+        w = src[p]
+        if mark[w] != v:
+            mark[w] = v
+            buf[k] = w
+            k += 1
+    return k
+
+
+@njit(cache=True)
 def _eliminate(n: int, orig_ptr: np.ndarray, orig_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symbolic elimination: up(v) = original upper neighbours of v, plus up(c) minus v for every child
     c of v in the elimination tree (parent = lowest upper neighbour), sorted ascending."""
@@ -22,21 +34,10 @@ def _eliminate(n: int, orig_ptr: np.ndarray, orig_hi: np.ndarray) -> tuple[np.nd
     buf = np.empty(n, dtype=np.int32)
     used = 0
     for v in range(n):
-        k = 0
-        for p in range(orig_ptr[v], orig_ptr[v + 1]):
-            w = orig_hi[p]
-            if mark[w] != v:
-                mark[w] = v
-                buf[k] = w
-                k += 1
+        k = _gather(orig_hi, orig_ptr[v], orig_ptr[v + 1], v, mark, buf, 0)
         c = child_head[v]
-        while c != -1:
-            for p in range(up_ptr[c] + 1, up_ptr[c + 1]):  # skip up(c)[0], which is v
-                w = up_idx[p]
-                if mark[w] != v:
-                    mark[w] = v
-                    buf[k] = w
-                    k += 1
+        while c != -1:  # up(c) without its first entry, which is v
+            k = _gather(up_idx, up_ptr[c] + 1, up_ptr[c + 1], v, mark, buf, k)
             c = child_next[c]
         row = np.sort(buf[:k])
         if used + k > cap:
