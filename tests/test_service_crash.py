@@ -120,16 +120,35 @@ def stream_positions(client: httpx.Client, team_id: str, t0: datetime, sent: set
         when = t0 + timedelta(milliseconds=i)
         lat, lon = _point(team_id, i)
         sent.add(when)
-        try:
-            r = client.put(f"/teams/{team_id}/position", json={"lat": lat, "lon": lon, "timestamp": when.isoformat()})
-        except httpx.TransportError as exc:
-            if not killed.is_set():
-                unexpected.append(f"{team_id}: {exc!r} before the kill")
-            return
-        if r.status_code != 200:
-            unexpected.append(f"{team_id}: {r.status_code} {r.text[:300]}")
+        if not acknowledged(client, "PUT", f"/teams/{team_id}/position",
+                            {"lat": lat, "lon": lon, "timestamp": when.isoformat()}, 200, team_id, killed, unexpected):
             return
         acked.append((when, lat, lon))
+
+
+def acknowledged(client: httpx.Client, method: str, path: str, body: dict[str, Any], status: int, label: str,
+                 killed: threading.Event, unexpected: list[str]) -> bool:
+    """Send one write; True if the server answered ``status``. A lost connection before ``killed`` is set,
+    or any other answer, is recorded in ``unexpected`` (a connection lost after the kill is expected)."""
+    try:
+        r = client.request(method, path, json=body)
+    except httpx.TransportError as exc:
+        if not killed.is_set():
+            unexpected.append(f"{label}: {exc!r} before the kill")
+        return False
+    if r.status_code != status:
+        unexpected.append(f"{label}: {r.status_code} {r.text[:300]}")
+        return False
+    return True
+
+
+def assert_database_intact(db: Path) -> None:
+    """SQLite's own check of every page and index of the database."""
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        con.close()
 
 
 def check_history(team_id: str, history: list[tuple[datetime, float, float]],
@@ -199,11 +218,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_position(setup: dict[str, Path
     finally:
         killed.set()
         server.stop()
-    con = sqlite3.connect(setup["db"])
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    finally:
-        con.close()
+    assert_database_intact(setup["db"])
 
 
 def test_many_locators_at_once_lose_nothing_and_the_newest_report_wins(setup: dict[str, Path]) -> None:

@@ -36,7 +36,14 @@ import httpx
 import pytest
 
 from routing.fleet import load_fleet
-from tests.test_service_crash import Server, _point, check_history, stream_positions
+from tests.test_service_crash import (
+    Server,
+    _point,
+    acknowledged,
+    assert_database_intact,
+    check_history,
+    stream_positions,
+)
 
 DISPATCHER = f"dispatcher-{secrets.token_urlsafe(24)}"
 LOCATOR = f"locator-{secrets.token_urlsafe(24)}"
@@ -167,14 +174,7 @@ def test_workers_lose_no_acknowledged_write_under_sigkill(setup: dict[str, Path]
             body = _call_body(call_id, n * 5000 + i)
             with lock:
                 sent_calls[call_id] = body
-            try:
-                r = client.post("/calls", json=body)
-            except httpx.TransportError as exc:
-                if not killed.is_set():
-                    unexpected.append(f"{call_id}: {exc!r} before the kill")
-                return
-            if r.status_code != 201:
-                unexpected.append(f"{call_id}: {r.status_code} {r.text[:300]}")
+            if not acknowledged(client, "POST", "/calls", body, 201, call_id, killed, unexpected):
                 return
             with lock:
                 acked_calls[call_id] = body
@@ -241,11 +241,7 @@ def test_workers_lose_no_acknowledged_write_under_sigkill(setup: dict[str, Path]
         assert r.status_code == 201, r.text
     finally:
         server.stop()
-    con = sqlite3.connect(setup["db"])
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    finally:
-        con.close()
+    assert_database_intact(setup["db"])
 
 
 def test_a_write_through_one_worker_is_read_through_the_other_and_a_call_is_created_once(
